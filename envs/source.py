@@ -1,0 +1,110 @@
+"""Source worlds: the real env behind a world, with its frames, keymap, fps and data policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from worldsim.spaces import space_to_dict
+
+from . import atari, carracing, generic
+from .keymaps import Keymap
+from .policies import RandomPolicy
+from .preprocessing import FrameObservation
+
+KINDS = ("carracing", "atari", "gym")
+POLICIES = ("driver", "random")
+
+
+@dataclass
+class WorldConfig:
+    """Which real env a world is made from, and how its data is recorded (``configs/world/*.yaml``)."""
+
+    name: str = "carracing"
+    """World name: names the dataset and run folders and the shipped checkpoint."""
+    kind: str = "carracing"
+    """``carracing`` (CarRacing with its driving policy), ``atari`` (any ALE id) or ``gym`` (any Gymnasium id)."""
+    env_id: str = "CarRacing-v3"
+    """Gymnasium id of the real env."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``gymnasium.make``."""
+    frame_size: int = 64
+    """Frames are resized to (frame_size, frame_size, 3) uint8."""
+    fps: float | None = None
+    """Frames per second of play; None takes the env's ``render_fps`` (15 for Atari with frame skip 4)."""
+    policy: str = "driver"
+    """Data policy: ``driver`` (CarRacing only) or ``random``."""
+    repeat_prob: float = 0.0
+    """For the random policy: probability of repeating the previous action (sticky actions)."""
+    max_episode_steps: int = 1000
+    """Episodes are truncated after this many steps."""
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"world.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"world.policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.policy == "driver" and self.kind != "carracing":
+            raise ValueError("world.policy=driver drives CarRacing only; use world.policy=random")
+        if self.frame_size < 8:
+            raise ValueError(f"world.frame_size must be at least 8, got {self.frame_size}")
+
+
+class SourceWorld:
+    """Makes the real env (observations: uint8 frames), its policy and keymap."""
+
+    def __init__(self, cfg: WorldConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+
+    def make_env(self, render_mode: str | None = None) -> gym.Env:
+        """The real env with frame observations of shape (frame_size, frame_size, 3)."""
+        c = self.cfg
+        kwargs = dict(c.env_kwargs)
+        if c.kind == "carracing":
+            env = carracing.make(c.env_id, render_mode, **kwargs)
+        elif c.kind == "atari":
+            env = atari.make(c.env_id, render_mode, c.frame_size, **kwargs)
+        else:
+            env = generic.make(c.env_id, render_mode, **kwargs)
+        env = FrameObservation(env, c.frame_size)
+        return gym.wrappers.TimeLimit(env, c.max_episode_steps)
+
+    def make_policy(self, rng: np.random.Generator, env: gym.Env):
+        if self.cfg.policy == "driver":
+            return carracing.DrivingPolicy(rng)
+        return RandomPolicy(env.action_space, rng, self.cfg.repeat_prob)
+
+    def keymap(self, env: gym.Env) -> Keymap:
+        if self.cfg.kind == "carracing":
+            return carracing.keymap()
+        if self.cfg.kind == "atari":
+            return atari.keymap(env, self.cfg.name)
+        return generic.keymap(env, self.cfg.name)
+
+    def fps(self, env: gym.Env) -> float:
+        if self.cfg.fps is not None:
+            return float(self.cfg.fps)
+        if self.cfg.kind == "atari":
+            return atari.FPS
+        return float(env.unwrapped.metadata.get("render_fps") or 30)
+
+    def describe(self, env: gym.Env) -> dict[str, Any]:
+        """The JSON source description stored in every shard and checkpoint."""
+        c = self.cfg
+        return {
+            "world": c.name,
+            "kind": c.kind,
+            "env_id": c.env_id,
+            "env_kwargs": c.env_kwargs,
+            "frame_size": c.frame_size,
+            "fps": self.fps(env),
+            "action_space": space_to_dict(env.action_space),
+            "policy": c.policy,
+            "repeat_prob": c.repeat_prob,
+            "max_episode_steps": c.max_episode_steps,
+            "keymap": self.keymap(env).to_dict(),
+        }

@@ -1,0 +1,3 @@
+"""worldsim: learned, playable worlds from recorded Gymnasium gameplay."""
+
+__version__ = "0.1.0"
