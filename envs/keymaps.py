@@ -7,8 +7,9 @@ that fires only when all of them are held; the most specific binding wins.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Keymap:
         return {"name": self.name, "bindings": [[list(k), a] for k, a in self.bindings], "default": self.default}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Keymap":
+    def from_dict(cls, d: dict[str, Any]) -> Keymap:
         return cls(d["name"], [(tuple(k), a) for k, a in d["bindings"]], d.get("default", 0))
 
 

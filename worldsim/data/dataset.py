@@ -111,8 +111,9 @@ class ClipDataset(Dataset):
         for ref in data.episodes(split, heldout_every):
             self.items.extend((ref, s) for s in range(0, ref.length - length + 1, stride))
         if not self.items:
+            hint = f" (one episode in {heldout_every} is held out: lower heldout_every)" if split == "heldout" else ""
             raise DatasetError(
-                f"{data.root}: no {split} episode has {length} steps ({len(data)} episodes in all); "
+                f"{data.root}: no {split} episode has {length} steps ({len(data)} episodes in all){hint}; "
                 "collect more data or use shorter clips"
             )
 

@@ -17,9 +17,9 @@ feeding it whole.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 
 class StreamCache:

@@ -19,9 +19,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 from .causal_conv import CausalConv3d, FrameGroupNorm, StreamCache, frame_interpolate
 
@@ -38,7 +38,7 @@ class VAEConfig:
     """Downsampling in height and width: 4 or 8."""
     temporal_factor: int = 1
     """Frames per latent frame after the first: 1, 2 or 4. Interactive worlds want 1."""
-    encoder_channels: tuple[int, ...] = (32, 64, 128)
+    encoder_channels: tuple[int, ...] = (32, 64, 64)
     """Width at each resolution, full resolution first; log2(spatial_factor) + 1 entries."""
     decoder_channels: tuple[int, ...] = (16, 32, 64)
     """Decoder width at each resolution, full resolution first (kept narrow: it runs every frame)."""
@@ -240,3 +240,25 @@ class CausalVAE(nn.Module):
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Mean KL(q(z|x) || N(0, I)) per latent element."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+VAE_KIND = "vae"
+
+
+def save_vae(path, vae: CausalVAE, meta: dict | None = None) -> None:
+    """One self-describing file: weights, config and whatever ``meta`` adds (source, latent statistics)."""
+    from ..checkpoint import save_checkpoint
+    from ..config import to_dict
+
+    save_checkpoint(path, VAE_KIND, {"vae": vae}, dict(meta or {}, config=to_dict(vae.cfg)))
+
+
+def load_vae(path, device: torch.device | str = "cpu") -> tuple[CausalVAE, dict]:
+    """Rebuild a VAE from its file alone; returns (model in eval mode, metadata)."""
+    from ..checkpoint import load_module, read_checkpoint
+    from ..config import from_dict
+
+    meta, tensors = read_checkpoint(path, VAE_KIND, hint="python train.py stage=vae")
+    vae = CausalVAE(from_dict(VAEConfig, meta["config"], "vae config"))
+    load_module(vae, tensors, "vae", path)
+    return vae.to(device).eval(), meta

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from envs.collect import CollectConfig, collect, run_episode
+from envs.keymaps import atari_keymap
+from envs.source import SourceWorld, WorldConfig
+from worldsim.data.dataset import EpisodeDataset
+from worldsim.data.episodes import DatasetError
+
+
+def test_carracing_collection_resumes_without_duplicates(carracing_data, tmp_path):
+    data = EpisodeDataset(carracing_data)
+    assert data.num_frames >= 100 and data.indices() == set(range(len(data)))
+    src = data.source
+    assert src["env_id"] == "CarRacing-v3" and src["frame_size"] == 64 and src["fps"] == 50
+    assert src["action_space"] == {"type": "Discrete", "n": 5, "start": 0} and src["policy"] == "driver"
+    ep = data.episode(0)
+    assert ep.frames.shape[1:] == (64, 64, 3) and ep.frames.dtype == np.uint8
+    assert ep.actions[0] == 0 and ep.rewards[0] == 0 and ep.truncated[-1]
+
+    # Copy, simulate a run killed mid-shard, then resume to a larger size.
+    import shutil
+
+    out = tmp_path / "d"
+    shutil.copytree(carracing_data, out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.safetensors")}
+    (out / ".ep0000004-0000005.123.tmp.safetensors").write_bytes(b"half a shard")
+    world = WorldConfig(max_episode_steps=24)
+    grown = collect(world, CollectConfig(out=str(out), frames=200, workers=2, progress=False))
+    assert grown.num_frames >= 200
+    indices = [r.index for r in grown.refs]
+    assert sorted(indices) == list(range(len(indices)))  # no duplicates, no gaps
+    assert all((out / n).read_bytes() == b for n, b in before.items())  # old shards untouched
+    assert not list(out.glob(".*"))
+    # Nothing to do at the same target; episodes are deterministic in their index.
+    again = collect(world, CollectConfig(out=str(out), frames=200, workers=2, progress=False))
+    assert again.num_frames == grown.num_frames
+    fresh = run_episode(SourceWorld(world), SourceWorld(world).make_env(), 0, 0)
+    np.testing.assert_array_equal(fresh.frames, data.episode(0).frames)
+
+
+def test_collection_refuses_another_source_in_the_same_folder(carracing_data, tmp_path):
+    import shutil
+
+    out = tmp_path / "d"
+    shutil.copytree(carracing_data, out)
+    other = WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random", max_episode_steps=10)
+    with pytest.raises(DatasetError, match="another collect.out folder"):
+        collect(other, CollectConfig(out=str(out), frames=300, progress=False))
+
+
+def test_atari_breakout_collection_smoke(tmp_path):
+    pytest.importorskip("ale_py")
+    world = WorldConfig(name="breakout", kind="atari", env_id="ALE/Breakout-v5", env_kwargs={}, policy="random",
+                        repeat_prob=0.25, max_episode_steps=30)
+    data = collect(world, CollectConfig(out=str(tmp_path), frames=50, workers=1, episodes_per_shard=1, progress=False))
+    assert data.num_frames >= 50 and data.source["fps"] == 15.0
+    ep = data.episode(0)
+    assert ep.frames.shape[1:] == (64, 64, 3) and set(np.unique(ep.actions[1:])) <= {0, 1, 2, 3}
+    keymap = data.source["keymap"]
+    assert [["space"], 1] in keymap["bindings"] and [["left"], 3] in keymap["bindings"]
+
+
+def test_generic_env_frames_come_from_rendering():
+    world = SourceWorld(WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
+                                    max_episode_steps=15))
+    env = world.make_env()
+    ep = run_episode(world, env, 3, 0)
+    assert ep.frames.shape[1:] == (64, 64, 3) and len(ep) <= 16
+    assert ep.frames.std() > 0  # a real picture, not a blank
+    assert world.describe(env)["fps"] == 50
+
+
+def test_bad_world_configs_are_refused():
+    with pytest.raises(ValueError, match="driver drives CarRacing only"):
+        WorldConfig(kind="atari", policy="driver").validate()
+    with pytest.raises(ValueError, match="world.kind"):
+        WorldConfig(kind="mujoco").validate()
+    with pytest.raises(ValueError, match="cannot make Gymnasium env"):
+        SourceWorld(WorldConfig(kind="gym", env_id="NoSuchEnv-v9", policy="random")).make_env()
+
+
+def test_atari_keymap_combinations():
+    km = atari_keymap("mspacman", ["NOOP", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT"])
+    assert km.action_for(set()) == 0
+    assert km.action_for({"up"}) == 1
+    assert km.action_for({"up", "right"}) == 5  # the combination wins over either key
+    assert km.action_for({"down", "left", "x"}) == 8

@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from worldsim.models.causal_conv import StreamCache
+from worldsim.models.vae import CausalVAE, VAEConfig
+
+TINY = dict(encoder_channels=(8, 16, 16), decoder_channels=(8, 16, 16), norm_groups=4, latent_channels=4)
+
+
+def make(**kw) -> CausalVAE:
+    torch.manual_seed(0)
+    return CausalVAE(VAEConfig(**{**TINY, **kw})).eval()
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_encoder_is_causal(k):
+    vae = make(temporal_factor=k)
+    x = torch.rand(2, 1 + 3 * k, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x)
+        for t in range(1, x.shape[1]):  # change frame t: latents covering only frames < t stay put
+            y = x.clone()
+            y[:, t] = -y[:, t]
+            z2 = vae.encode(y)
+            j = (t - 1) // k + 1  # first latent frame that covers frame t
+            assert torch.equal(z[:, :j], z2[:, :j]), (k, t)
+            assert not torch.allclose(z[:, j], z2[:, j])
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_decoder_is_causal(k):
+    vae = make(temporal_factor=k)
+    z = torch.randn(1, 4, 4, 16, 16)
+    with torch.no_grad():
+        a = vae.decode(z)
+        z[:, 2] += 1.0
+        b = vae.decode(z)
+    n = 1 + k  # frames decoded from latents 0 and 1
+    assert torch.equal(a[:, :n], b[:, :n])
+    assert not torch.allclose(a[:, n:], b[:, n:])
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_streaming_decode_equals_full_decode(k):
+    vae = make(temporal_factor=k, spatial_factor=8, encoder_channels=(8, 8, 16, 16), decoder_channels=(8, 8, 16, 16))
+    z = torch.randn(2, 5, 4, 8, 8)
+    with torch.no_grad():
+        full = vae.decode(z)
+        cache = StreamCache()
+        parts = [vae.decode(z[:, i : i + 1], cache) for i in range(z.shape[1])]
+    stream = torch.cat(parts, dim=1)
+    assert full.shape == (2, 1 + 4 * k, 3, 64, 64)
+    assert [p.shape[1] for p in parts] == [1] + [k] * 4
+    torch.testing.assert_close(stream, full, rtol=1e-5, atol=1e-5)
+
+
+def test_image_is_a_one_frame_clip():
+    vae = make()
+    x = torch.rand(3, 5, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        clip = vae.encode(x)
+        image = vae.encode(x[:, :1])
+        assert image.shape == (3, 1, 4, 16, 16)
+        torch.testing.assert_close(image, clip[:, :1])
+        assert vae.decode(image).shape == (3, 1, 3, 64, 64)
+
+
+def test_training_pass_shapes_and_gradients():
+    vae = make().train()
+    x = torch.rand(2, 3, 3, 64, 64) * 2 - 1
+    recon, mean, logvar = vae(x)
+    assert recon.shape == x.shape and mean.shape == logvar.shape == (2, 3, 4, 16, 16)
+    recon.square().mean().backward()
+    assert all(p.grad is not None for p in vae.encoder.parameters())
+
+
+def test_bad_inputs_and_configs_are_refused():
+    vae = make()
+    with pytest.raises(ValueError, match="to_model"):
+        vae.encode(torch.zeros(1, 2, 64, 64, 3))
+    with pytest.raises(ValueError, match="latents must be"):
+        vae.decode(torch.zeros(1, 1, 3, 16, 16))
+    with pytest.raises(ValueError, match="1 \\+ 2\\*n"):
+        make(temporal_factor=2).encode(torch.zeros(1, 2, 3, 64, 64))
+    with pytest.raises(ValueError, match="spatial_factor"):
+        VAEConfig(spatial_factor=2).validate()
+    with pytest.raises(ValueError, match="needs 4 entries"):
+        VAEConfig(spatial_factor=8).validate()
+
+
+def test_benchmark_smoke(tmp_path):
+    import json
+
+    from worldsim.bench import main
+
+    out = main(["--iters", "8", "--json", str(tmp_path / "b.json")])
+    assert out["stream_decode_p50_ms"] > 0
+    assert json.loads((tmp_path / "b.json").read_text())["stream_decode_p99_ms"] >= out["stream_decode_p50_ms"]

@@ -1,0 +1,56 @@
+"""worldsim training entry: python train.py [world=NAME] stage=collect|vae|video [overrides].
+
+Stages (each resumes where a previous run of it stopped):
+  collect  record episodes of the real env with its data policy into data_dir
+  vae      train the causal VAE on them; writes run_dir/vae.safetensors
+  video    export one dataset episode as an mp4 (video.episode=N)
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+@hydra.main(config_path="configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from envs.source import WorldConfig
+    from worldsim.config import from_dict
+
+    world = from_dict(WorldConfig, _plain(cfg.world), "world")
+    world.validate()
+    stage = cfg.stage
+    if stage == "collect":
+        from envs.collect import CollectConfig, collect
+
+        collect(world, from_dict(CollectConfig, dict(_plain(cfg.collect), out=cfg.data_dir), "collect"))
+    elif stage == "vae":
+        from worldsim.device import resolve_device
+        from worldsim.models.vae import VAEConfig
+        from worldsim.training.vae_trainer import VAETrainConfig, train_vae
+
+        model_cfg = from_dict(VAEConfig, _plain(cfg.vae.model), "vae.model")
+        train_cfg = from_dict(VAETrainConfig, _plain(cfg.vae.train), "vae.train")
+        out = train_vae(model_cfg, train_cfg, cfg.data_dir, cfg.run_dir, resolve_device(cfg.device))
+        print(f"wrote {out}")
+    elif stage == "video":
+        from worldsim.data.dataset import EpisodeDataset
+        from worldsim.video import write_mp4
+
+        data = EpisodeDataset(cfg.data_dir)
+        n = cfg.video.episode
+        if not 0 <= n < len(data):
+            raise SystemExit(f"video.episode={n}: {cfg.data_dir} has episodes 0..{len(data) - 1}")
+        ep = data.episode(n)
+        out = write_mp4(cfg.video.out, ep.frames, data.source.get("fps", 30), scale=cfg.video.scale)
+        print(f"wrote {out} ({len(ep)} frames)")
+    else:
+        raise SystemExit(f"unknown stage={stage!r}; use collect, vae or video")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Self-describing safetensors checkpoints: weights plus JSON metadata, loaded strictly.
+
+Metadata keys: ``format`` (= ``worldsim.checkpoint``), ``version``, ``kind`` (what
+the file holds, e.g. ``vae``) and JSON values such as ``config``. Tensors of a
+module ``name`` are stored as ``name.<state_dict key>``. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .data.episodes import atomic_path, publish
+
+FORMAT = "worldsim.checkpoint"
+VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, foreign, of the wrong kind, or does not fit the model."""
+
+
+def save_checkpoint(
+    path: str | Path, kind: str, modules: dict[str, nn.Module], meta: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """Write modules' weights, extra tensors and JSON metadata to one file, atomically."""
+    path = Path(path)
+    out: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for k, v in module.state_dict().items():
+            out[f"{name}.{k}"] = v.detach().cpu().contiguous()
+    for k, v in (tensors or {}).items():
+        out[k] = v.detach().cpu().contiguous()
+    header = {"format": FORMAT, "version": VERSION, "kind": kind}
+    header.update({k: json.dumps(v) for k, v in meta.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        save_file(out, str(tmp), metadata=header)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | Path, kind: str, hint: str = "") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata with JSON values parsed, tensors) of a ``kind`` checkpoint; clear errors otherwise.
+
+    ``hint`` tells how to make a missing checkpoint (e.g. the train.py command).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}" + (f"; make one with `{hint}`" if hint else ""))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it may be truncated or not a checkpoint") from None
+    if header.get("format") != FORMAT:
+        what = header.get("format") or "a safetensors file without worldsim metadata"
+        raise CheckpointError(f"{path}: this is {what}, not a worldsim checkpoint (expected a {kind!r} checkpoint)")
+    if header.get("kind") != kind:
+        raise CheckpointError(f"{path}: a worldsim {header.get('kind')!r} checkpoint, but a {kind!r} checkpoint is needed here")
+    if header.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {header.get('version')!r}, this worldsim reads {VERSION!r}")
+    meta = {}
+    for k, v in header.items():
+        try:
+            meta[k] = json.loads(v) if k not in ("format", "version", "kind") else v
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: damaged metadata entry {k!r}") from None
+    return meta, tensors
+
+
+def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], name: str, path: str | Path = "") -> None:
+    """Load ``name.*`` tensors into ``module`` strictly: every key present, nothing extra, same shapes."""
+    prefix = f"{name}."
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        if extra:
+            parts.append(f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}")
+        raise CheckpointError(f"{path}: {name} weights do not fit the model ({'; '.join(parts)})")
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,167 @@
+"""Training loop of the causal VAE: EMA, bf16 autocast where available, held-out PSNR, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, RandomSampler
+
+from ..config import to_dict
+from ..data.dataset import ClipDataset, EpisodeDataset
+from ..frames import psnr, to_model
+from ..models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
+from .ema import EMA
+from .state import load_state, save_state
+
+
+@dataclass
+class VAETrainConfig:
+    """Optimisation of the VAE (``vae_train.*`` overrides)."""
+
+    steps: int = 20_000
+    """Total optimiser steps (a resumed run continues up to this)."""
+    batch_size: int = 12
+    """Clips per step."""
+    clip_length: int = 3
+    """Frames per clip; with temporal_factor k it must be 1 + k*n."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup: int = 200
+    """Warm-up steps."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term; small, so latents stay informative."""
+    l1_weight: float = 0.2
+    """Weight of an L1 term next to the MSE."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping."""
+    ema_decay: float = 0.999
+    """EMA decay of the exported weights."""
+    eval_every: int = 250
+    """Steps between held-out PSNR evaluations (and checkpoints)."""
+    eval_clips: int = 64
+    """Held-out clips per evaluation."""
+    log_every: int = 50
+    """Steps between log lines."""
+    loader_workers: int = 0
+    """DataLoader worker processes (0 reads in the training process)."""
+    heldout_every: int = 10
+    """Every n-th episode (by global index) is held out."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on GPUs that have it, else fp32), ``bf16`` or ``fp32``."""
+    seed: int = 0
+    """Seed of initialisation and data order."""
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def lr_at(step: int, cfg: VAETrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+@torch.no_grad()
+def evaluate(vae: CausalVAE, clips: ClipDataset, n: int, device: torch.device, batch: int = 16) -> dict[str, Any]:
+    """Held-out reconstruction PSNR (posterior means) and per-channel latent statistics."""
+    idx = torch.linspace(0, len(clips) - 1, min(n, len(clips))).long().tolist()
+    psnrs, lat = [], []
+    for i in range(0, len(idx), batch):
+        frames = torch.stack([clips[j]["frames"] for j in idx[i : i + batch]])
+        x = to_model(frames, device)
+        z = vae.encode(x)
+        psnrs.append(psnr(vae.decode(z).clamp(-1, 1), x).item() * len(frames))
+        lat.append(z.transpose(1, 2).flatten(2).transpose(0, 1).flatten(1))  # (C, N)
+    z = torch.cat(lat, 1)
+    return {"psnr": sum(psnrs) / len(idx), "latent_mean": z.mean(1).tolist(), "latent_std": z.std(1).tolist()}
+
+
+def train_vae(
+    model_cfg: VAEConfig, cfg: VAETrainConfig, data_dir: str | Path, run_dir: str | Path, device: torch.device, source: dict | None = None
+) -> Path:
+    """Train (or resume) a VAE on the clips of ``data_dir``; writes ``run_dir/vae.safetensors``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = EpisodeDataset(data_dir)
+    train = ClipDataset(data, cfg.clip_length, "train", heldout_every=cfg.heldout_every, fields=("frames",))
+    held = ClipDataset(data, cfg.clip_length, "heldout", stride=cfg.clip_length, heldout_every=cfg.heldout_every, fields=("frames",))
+    if data.source.get("frame_size", model_cfg.image_size) != model_cfg.image_size:
+        raise ValueError(f"{data_dir} has {data.source['frame_size']} px frames but vae.image_size={model_cfg.image_size}")
+
+    vae = CausalVAE(model_cfg).to(device)
+    ema = EMA(vae, cfg.ema_decay).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    state_path, out_path, log_path = run_dir / "vae_state.safetensors", run_dir / "vae.safetensors", run_dir / "vae_log.jsonl"
+    step = 0
+    if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
+        step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
+        print(f"resumed from {state_path} at step {step}")
+    meta = {"source": source or data.source}
+
+    stats: dict[str, Any] = {}
+
+    def checkpoint() -> None:
+        save_state(state_path, step, {"vae": vae, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg)})
+        save_vae(out_path, ema.shadow, dict(meta, step=step, **stats))
+
+    amp = autocast_dtype(device, cfg.precision)
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    loader = DataLoader(
+        train, cfg.batch_size, sampler=RandomSampler(train, replacement=True, num_samples=10**9, generator=gen),
+        num_workers=cfg.loader_workers, drop_last=True, persistent_workers=cfg.loader_workers > 0,
+    )
+    print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, {len(train)} train clips, "
+          f"{len(held)} held-out clips, device {device}, autocast {amp}")
+    t0, seen, last = time.perf_counter(), 0, {}
+    it = iter(loader)
+    try:
+        while step < cfg.steps:
+            x = to_model(next(it)["frames"], device)  # (B, L, 3, H, W)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                recon, mean, logvar = vae(x)
+            recon = recon.float()
+            mse = F.mse_loss(recon, x)
+            loss = mse + cfg.l1_weight * F.l1_loss(recon, x) + cfg.kl_weight * kl_divergence(mean.float(), logvar.float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+            opt.step()
+            ema.update(vae)
+            step += 1
+            seen += x.shape[0] * x.shape[1]
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                fps = seen / (time.perf_counter() - t0)
+                last = {"step": step, "loss": loss.item(), "train_psnr": 10 * math.log10(4 / max(mse.item(), 1e-10)),
+                        "grad_norm": gnorm.item(), "lr": lr_at(step, cfg), "frames_per_s": fps}
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()), flush=True)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(last) + "\n")
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                stats = evaluate(ema.shadow, held, cfg.eval_clips, device)
+                print(f"step={step} heldout_psnr={stats['psnr']:.2f} dB (EMA)", flush=True)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, "heldout_psnr": stats["psnr"]}) + "\n")
+                checkpoint()
+    except KeyboardInterrupt:
+        print(f"interrupted at step {step}: saving a resumable state to {state_path}")
+        checkpoint()
+        raise
+    return out_path
