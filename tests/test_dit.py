@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from worldsim.diffusion.flow import add_noise, autoregressive_schedule, sample_levels, timesteps, velocity
+from worldsim.engine.kv_cache import KVCache
+from worldsim.models.dit import DiT, DiTConfig
+
+CFG = DiTConfig(latent_channels=4, latent_size=8, patch_size=2, dim=32, depth=2, heads=2, window=4, action_tokens=2)
+DISCRETE = {"type": "Discrete", "n": 3, "start": 0}
+
+
+def make(space=DISCRETE, cfg=CFG) -> DiT:
+    torch.manual_seed(0)
+    m = DiT(cfg, space).eval()
+    with torch.no_grad():  # zero-initialised gates would hide bugs: perturb every weight
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+@pytest.mark.parametrize("shift", [0, 5000])
+def test_cached_generation_equals_uncached_forward(shift):
+    m, b, w = make(), 2, CFG.window
+    n = 3 * w + 2  # the window slides several times
+    lat, acts = torch.randn(b, n, 4, 8, 8), torch.randint(0, 3, (b, n))
+    cache = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, w, CFG.tokens_per_frame)
+    ctx, s = 0.1, 0.7
+    with torch.no_grad():
+        for t in range(n):
+            tt = torch.full((b,), t + shift)
+            noisy = lat[:, t : t + 1] + 0.3
+            v, r, d = m.step(noisy, torch.full((b, 1), s), acts[:, t : t + 1], tt, cache)
+            m.step(lat[:, t : t + 1], torch.full((b, 1), ctx), acts[:, t : t + 1], tt, cache, commit=True)
+            levels = torch.full((b, t + 1), ctx)
+            levels[:, -1] = s
+            rv, rr, rd = m(torch.cat([lat[:, :t], noisy], 1), levels, acts[:, : t + 1])
+            torch.testing.assert_close(v, rv[:, -1:], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(r, rr[:, -1:], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(d, rd[:, -1:], rtol=1e-4, atol=1e-5)
+
+
+def test_attention_is_causal_and_windowed():
+    m, t = make(), 10
+    lat, acts, lv = torch.randn(1, t, 4, 8, 8), torch.randint(0, 3, (1, t)), torch.rand(1, t)
+    with torch.no_grad():
+        v, r, d = m(lat, lv, acts)
+        lat2, acts2 = lat.clone(), acts.clone()
+        lat2[:, 6] += 1.0
+        acts2[:, 6] = (acts2[:, 6] + 1) % 3
+        v2, r2, _ = m(lat2, lv, acts2)
+    assert torch.equal(v[:, :6], v2[:, :6]) and torch.equal(r[:, :6], r2[:, :6])  # the past is untouched
+    assert not torch.allclose(v[:, 6:], v2[:, 6:])
+    # With depth 2 and window 4, frame 6 reaches at most frames 6 .. 6 + 2 * 3.
+    mask = m.frame_mask(torch.arange(t))
+    per = CFG.tokens_per_frame
+    assert mask[5 * per, 2 * per] and not mask[5 * per, 1 * per] and not mask[5 * per, 6 * per]
+
+
+def test_actions_change_the_prediction_and_null_differs():
+    m = make()
+    lat, lv = torch.randn(1, 3, 4, 8, 8), torch.rand(1, 3)
+    with torch.no_grad():
+        outs = [m(lat, lv, torch.tensor([[0, 1, a]]))[0][:, -1] for a in range(3)]
+        null = m(lat, lv, torch.tensor([[0, 1, 0]]), null=torch.tensor([[False, False, True]]))[0][:, -1]
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
+    assert not torch.allclose(null, outs[0])
+
+
+@pytest.mark.parametrize("space,actions", [
+    ({"type": "MultiDiscrete", "nvec": [3, 2]}, torch.tensor([[[0, 1], [2, 0]]])),
+    ({"type": "Box", "low": [-1.0, -1.0], "high": [1.0, 1.0], "shape": [2]}, torch.tensor([[[0.5, -0.2], [0.1, 0.9]]])),
+])
+def test_other_action_spaces(space, actions):
+    m = make(space)
+    v, r, d = m(torch.randn(1, 2, 4, 8, 8), torch.rand(1, 2), actions, null=torch.tensor([[True, False]]))
+    assert v.shape == (1, 2, 4, 8, 8) and r.shape == d.shape == (1, 2)
+
+
+def test_zero_initialised_network_predicts_zero_velocity():
+    torch.manual_seed(0)
+    m = DiT(CFG, DISCRETE)
+    v, _, _ = m(torch.randn(2, 3, 4, 8, 8), torch.rand(2, 3), torch.randint(0, 3, (2, 3)))
+    assert torch.count_nonzero(v) == 0
+
+
+def test_noise_schedule_matrix():
+    frames, steps, ctx = 4, 3, 0.05
+    m = autoregressive_schedule(frames, steps, ctx)
+    assert m.shape == (frames * steps + 1, frames)
+    assert ((m >= 0) & (m <= 1)).all()
+    assert (m[1:] <= m[:-1] + 1e-7).all()  # no frame ever gets noisier
+    for r in range(frames * steps):
+        f = r // steps  # the frame being generated at row r
+        assert (m[r, :f] == ctx).all() and (m[r, f + 1 :] == 1).all() and 0 < m[r, f] <= 1
+    assert (m[-1] == ctx).all()
+    assert torch.equal(m[:steps, 0], timesteps(steps)[:-1])
+    assert timesteps(4, shift=3.0)[1] > timesteps(4)[1]  # shift spends steps at high noise
+    with pytest.raises(ValueError, match="between 1 and 64"):
+        timesteps(0)
+
+
+def test_flow_matching_identities():
+    x0, eps = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    lv = sample_levels(2, 3, generator=torch.Generator().manual_seed(0))
+    assert ((lv > 0) & (lv < 1)).all()
+    xs = add_noise(x0, lv, eps)
+    # One exact Euler step from level s to 0 with the true velocity recovers the data.
+    torch.testing.assert_close(xs - lv[..., None] * velocity(x0, eps), x0)

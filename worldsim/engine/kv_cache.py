@@ -1,0 +1,59 @@
+"""Windowed KV cache: a preallocated ring buffer of W frames' keys and values, for B worlds.
+
+Frame t of a world lives in slot ``t % W``. When frame t is generated it attends
+to the slots holding frames t-W+1 .. t-1 (the window, minus itself) and to its own
+fresh keys. Shapes never change and nothing reads a tensor value on the host, so a
+step costs the same at frame 50 and frame 5,000 and can be captured in a graph.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class KVCache(nn.Module):
+    def __init__(
+        self, depth: int, batch: int, heads: int, head_dim: int, window: int, tokens: int,
+        dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        self.window, self.tokens = window, tokens
+        shape = (depth, batch, heads, window * tokens, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        # Frame index held by each slot of each world; a very negative index means empty.
+        self.register_buffer("slot_frame", torch.full((batch, window), -(2**62), dtype=torch.long, device=device),
+                             persistent=False)
+        self.register_buffer("offsets", torch.arange(tokens, device=device), persistent=False)
+
+    def reset(self, worlds: torch.Tensor | None = None) -> None:
+        """Forget the frames of ``worlds`` (B,) bool, or of all worlds."""
+        if worlds is None:
+            self.slot_frame.fill_(-(2**62))
+        else:
+            self.slot_frame.masked_fill_(worlds[:, None], -(2**62))
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of layer i: (B, H, W*L, hd) each."""
+        return self.k[i], self.v[i]
+
+    def attention_mask(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, 1, L, W*L + L) bool for frame t (B,): past slots inside the window, then the frame itself."""
+        f = self.slot_frame
+        valid = (f < t[:, None]) & (f > (t - self.window)[:, None])  # (B, W)
+        valid = valid[:, :, None].expand(-1, -1, self.tokens).reshape(len(t), -1)
+        own = torch.ones(len(t), self.tokens, dtype=torch.bool, device=t.device)
+        mask = torch.cat([valid, own], dim=1)  # (B, W*L + L)
+        return mask[:, None, None, :].expand(-1, 1, self.tokens, -1)
+
+    def write(self, t: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Store frame t's (B,) keys/values, one (k, v) of (B, H, L, hd) per layer, in slot t % W."""
+        slot = torch.remainder(t, self.window)  # (B,)
+        idx = slot[:, None] * self.tokens + self.offsets  # (B, L)
+        b, h, _, d = self.k.shape[1:]
+        idx = idx[:, None, :, None].expand(b, h, self.tokens, d)
+        for i, (k, v) in enumerate(kv):
+            self.k[i].scatter_(2, idx, k.to(self.k.dtype))
+            self.v[i].scatter_(2, idx, v.to(self.v.dtype))
+        self.slot_frame.scatter_(1, slot[:, None], t[:, None])

@@ -1,0 +1,258 @@
+"""Diffusion-forcing DiT over VAE latent frames, with actions as in-context tokens.
+
+A clip of T latent frames ``(B, T, C, h, w)`` becomes one token sequence: frame t
+contributes K action tokens (the action that led to it) followed by
+``(h / p) * (w / p)`` patch tokens; L = K + patches tokens per frame. Each frame
+has its own noise level, embedded and applied to all of its tokens through adaLN
+(shift, scale, zero-initialised gate). Attention is block-causal over frames
+(full within a frame, past frames across) and limited to a window of W frames.
+Positions are 3D rotary (t, y, x); action token k of frame t sits at (t, -1, k).
+
+Two ways in:
+
+* :meth:`DiT.forward` — a whole clip (training, and the uncached reference);
+* :meth:`DiT.step` — one frame against a :class:`~worldsim.engine.kv_cache.KVCache`
+  holding the keys/values of the previous frames (inference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from .rope import Rotary3D, apply_rotary
+
+
+@dataclass
+class DiTConfig:
+    """Size and shape of the dynamics network."""
+
+    latent_channels: int = 8
+    """C of the VAE latents."""
+    latent_size: int = 16
+    """h = w of the VAE latents."""
+    patch_size: int = 2
+    """Spatial patch p (the temporal patch is 1: generation is frame by frame)."""
+    dim: int = 256
+    """Token width."""
+    depth: int = 8
+    """Transformer blocks."""
+    heads: int = 4
+    """Attention heads (head_dim = dim / heads, a multiple of 8)."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width / dim."""
+    window: int = 16
+    """W: frames a frame can attend to, itself included."""
+    action_tokens: int = 1
+    """K: tokens per action."""
+
+    @property
+    def patches(self) -> int:
+        return (self.latent_size // self.patch_size) ** 2
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.action_tokens + self.patches
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    def validate(self) -> None:
+        if self.latent_size % self.patch_size:
+            raise ValueError(f"latent_size {self.latent_size} is not divisible by patch_size {self.patch_size}")
+        if self.dim % self.heads or self.head_dim % 8:
+            raise ValueError(f"dim / heads must be a whole multiple of 8, got {self.dim} / {self.heads}")
+        if self.window < 1 or self.action_tokens < 1:
+            raise ValueError("window and action_tokens must be at least 1")
+
+
+def level_embedding(levels: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of noise levels in [0, 1]: (...,) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=levels.device, dtype=torch.float32) / half)
+    ang = levels.float()[..., None] * 1000.0 * freqs
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+class ActionEmbed(nn.Module):
+    """Actions -> K tokens each, with a learned null action (index n for discrete spaces)."""
+
+    def __init__(self, space: dict[str, Any], dim: int, k: int) -> None:
+        super().__init__()
+        self.kind, self.k, self.dim = space["type"], k, dim
+        if self.kind == "Discrete":
+            self.start, self.n = int(space.get("start", 0)), int(space["n"])
+            self.table = nn.Embedding(self.n + 1, k * dim)
+        elif self.kind == "MultiDiscrete":
+            self.nvec = [int(n) for n in space["nvec"]]
+            self.tables = nn.ModuleList(nn.Embedding(n + 1, k * dim) for n in self.nvec)
+        elif self.kind == "Box":
+            d = int(math.prod(space["shape"]))
+            self.mlp = nn.Sequential(nn.Linear(d, dim), nn.SiLU(), nn.Linear(dim, k * dim))
+            self.null = nn.Parameter(torch.randn(k * dim) * 0.02)
+        else:
+            raise ValueError(f"unsupported action space {space}")
+
+    def forward(self, actions: torch.Tensor, null: torch.Tensor | None = None) -> torch.Tensor:
+        """actions (B, T[, ...]); null (B, T) bool, True = use the null action -> (B, T, K, D)."""
+        b, t = actions.shape[:2]
+        if null is None:
+            null = torch.zeros(b, t, dtype=torch.bool, device=actions.device)
+        if self.kind == "Discrete":
+            idx = torch.where(null, self.n, actions.long() - self.start)
+            e = self.table(idx)
+        elif self.kind == "MultiDiscrete":
+            e = sum(tab(torch.where(null, n, actions[..., i].long())) for i, (tab, n) in enumerate(zip(self.tables, self.nvec, strict=True)))
+        else:
+            e = self.mlp(actions.float().reshape(b, t, -1))
+            e = torch.where(null[..., None], self.null.to(e.dtype), e)
+        return rearrange(e, "b t (k d) -> b t k d", k=self.k)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(dim // heads)
+        self.k_norm = nn.RMSNorm(dim // heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x (B, S, D); cos/sin for these S tokens; mask (B|1, 1, S, P + S) bool, True = attend;
+        past: keys/values (B, H, P, hd) of earlier tokens. Returns (out (B, S, D), (k, v) of these tokens)."""
+        q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.heads)
+        q = apply_rotary(self.q_norm(q), cos, sin)
+        k = apply_rotary(self.k_norm(k), cos, sin)
+        kk, vv = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        out = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        return self.proj(rearrange(out, "b h s d -> b s (h d)")), (k, v)
+
+
+class Block(nn.Module):
+    """adaLN-Zero transformer block; the modulation is per token (from its frame's noise level)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x, cond, cos, sin, mask, past=None):
+        """x (B, S, D); cond (B, S, D) per-token conditioning -> (x, (k, v))."""
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(cond)).chunk(6, dim=-1)
+        h, kv = self.attn(self.norm1(x) * (1 + sc1) + sh1, cos, sin, mask, past)
+        x = x + g1 * h
+        x = x + g2 * self.mlp(self.norm2(x) * (1 + sc2) + sh2)
+        return x, kv
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg: DiTConfig, action_space: dict[str, Any]) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg, self.action_space = cfg, action_space
+        d, p = cfg.dim, cfg.patch_size
+        self.patch_in = nn.Linear(cfg.latent_channels * p * p, d)
+        self.action_embed = ActionEmbed(action_space, d, cfg.action_tokens)
+        self.action_pos = nn.Parameter(torch.randn(cfg.action_tokens, d) * 0.02)
+        self.level_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.rope = Rotary3D(cfg.head_dim)
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(d, 2 * d)
+        self.patch_out = nn.Linear(d, cfg.latent_channels * p * p)
+        for layer in (self.ada_out, self.patch_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.reward_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        self.done_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        # Positions of one frame's tokens relative to its frame index: (L, 3).
+        k, g = cfg.action_tokens, cfg.latent_size // p
+        act = torch.stack([torch.zeros(k), -torch.ones(k), torch.arange(k)], -1)
+        ys, xs = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        lat = torch.stack([torch.zeros(g * g), ys.flatten(), xs.flatten()], -1)
+        self.register_buffer("frame_pos", torch.cat([act, lat]).float(), persistent=False)
+
+    # -- pieces shared by forward and step ------------------------------------------------
+    def _tokens(self, latents, levels, actions, null):
+        """-> tokens (B, T*L, D), per-token conditioning (B, T*L, D)."""
+        c = self.cfg
+        patches = rearrange(latents, "b t c (h p) (w q) -> b t (h w) (c p q)", p=c.patch_size, q=c.patch_size)
+        x = torch.cat([self.action_embed(actions, null) + self.action_pos, self.patch_in(patches)], dim=2)
+        cond = self.level_mlp(level_embedding(levels, c.dim).to(x.dtype))  # (B, T, D)
+        cond = cond[:, :, None].expand(-1, -1, c.tokens_per_frame, -1)
+        return rearrange(x, "b t l d -> b (t l) d"), rearrange(cond, "b t l d -> b (t l) d")
+
+    def _outputs(self, x, cond, b, t):
+        """Final hidden (B, T*L, D) -> velocity (B, T, C, h, w), reward (B, T), termination logit (B, T)."""
+        c = self.cfg
+        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=-1)
+        y = self.patch_out(self.norm_out(x) * (1 + scale) + shift)
+        y = rearrange(y, "b (t l) e -> b t l e", t=t)[:, :, c.action_tokens :]
+        g = c.latent_size // c.patch_size
+        v = rearrange(y, "b t (h w) (c p q) -> b t c (h p) (w q)", h=g, w=g, p=c.patch_size, q=c.patch_size)
+        pooled = rearrange(x, "b (t l) d -> b t l d", t=t).mean(2)
+        return v, self.reward_head(pooled)[..., 0], self.done_head(pooled)[..., 0]
+
+    def frame_mask(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frame index of each token (T*L,) -> block-causal windowed mask (T*L, T*L), True = attend."""
+        f = frames.repeat_interleave(self.cfg.tokens_per_frame)
+        diff = f[:, None] - f[None, :]
+        return (diff >= 0) & (diff < self.cfg.window)
+
+    # -- whole clips --------------------------------------------------------------------
+    def forward(
+        self,
+        latents: torch.Tensor,
+        levels: torch.Tensor,
+        actions: torch.Tensor,
+        null: torch.Tensor | None = None,
+        start: int = 0,
+    ):
+        """latents (B, T, C, h, w) at per-frame levels (B, T); actions (B, T[, ...]) that led to each frame;
+        null (B, T) bool swaps in the null action. Frame indices are start .. start + T - 1.
+        -> velocity (B, T, C, h, w), reward (B, T), termination logit (B, T)."""
+        b, t = latents.shape[:2]
+        x, cond = self._tokens(latents, levels, actions, null)
+        frames = torch.arange(start, start + t, device=x.device)
+        pos = self.frame_pos[None] + F.pad(frames.float()[:, None, None], (0, 2))  # (T, L, 3)
+        cos, sin = self.rope.angles(pos.reshape(-1, 3))
+        mask = self.frame_mask(frames)
+        for block in self.blocks:
+            x, _ = block(x, cond, cos, sin, mask)
+        return self._outputs(x, cond, b, t)
+
+    # -- one frame against the KV cache -------------------------------------------------
+    def step(self, latent, level, action, t, cache, commit: bool = False, null=None):
+        """latent (B, 1, C, h, w) of frame index t (B,) at level (B, 1); action (B, 1[, ...]).
+
+        Attends to the cached frames t-W+1 .. t-1 of each world. With ``commit`` the
+        frame's keys/values are written to the cache (a finished frame, at the context
+        level). -> velocity (B, 1, C, h, w), reward (B, 1), termination logit (B, 1).
+        """
+        b = latent.shape[0]
+        x, cond = self._tokens(latent, level, action, null)
+        pos = self.frame_pos[None] + F.pad(t.float()[:, None, None], (0, 2))  # (B, L, 3)
+        cos, sin = self.rope.angles(pos)
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd/2)
+        mask = cache.attention_mask(t)
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, cond, cos, sin, mask, cache.layer(i))
+            new_kv.append(kv)
+        if commit:
+            cache.write(t, new_kv)
+        return self._outputs(x, cond, b, 1)
