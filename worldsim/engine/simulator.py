@@ -1,0 +1,138 @@
+"""The inference engine: ``prefill(context)`` then ``step(actions)`` for a batch of B worlds.
+
+Each step samples the next latent frame with a few Euler steps of the flow
+(optionally with action guidance), commits the finished frame's keys/values to
+the windowed KV cache at the context noise level, and streams the new frame
+through the VAE decoder. Rewards and termination come from the commit pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..diffusion.flow import add_noise, timesteps
+from ..frames import check_frames, to_model, to_uint8
+from ..models.causal_conv import StreamCache
+from ..models.dit import DiT
+from ..models.vae import CausalVAE
+from .kv_cache import KVCache
+
+
+@dataclass
+class SamplerConfig:
+    """How frames are sampled at inference."""
+
+    steps: int = 2
+    """Euler steps per frame (1-8)."""
+    guidance: float = 1.0
+    """Action guidance scale; 1 disables it (and its extra network call)."""
+    context_level: float = 0.1
+    """Noise level at which finished frames enter the cache."""
+    shift: float = 1.0
+    """Timestep shift (> 1 spends more steps at high noise)."""
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * (torch.exp(x.abs()) - 1)
+
+
+class Simulator:
+    """B worlds generated frame by frame. All tensors stay on the models' device."""
+
+    def __init__(
+        self, dit: DiT, vae: CausalVAE, batch: int, sampler: SamplerConfig | None = None,
+        latent_mean: torch.Tensor | None = None, latent_std: torch.Tensor | None = None, seed: int = 0,
+    ) -> None:
+        self.dit, self.vae, self.batch = dit.eval(), vae.eval(), batch
+        self.sampler = sampler or SamplerConfig()
+        p = next(dit.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        c = dit.cfg
+        shape = (1, 1, c.latent_channels, 1, 1)
+        self.mean = (latent_mean if latent_mean is not None else torch.zeros(c.latent_channels)).to(self.device).view(shape)
+        self.std = (latent_std if latent_std is not None else torch.ones(c.latent_channels)).to(self.device).view(shape)
+        self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, c.window, c.tokens_per_frame, self.dtype, self.device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.t = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self.stream = StreamCache()
+        self.ready = False
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator, device=self.device, dtype=like.dtype)
+
+    def _levels(self, value: float) -> torch.Tensor:
+        return torch.full((self.batch, 1), value, device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def prefill(self, frames: np.ndarray | torch.Tensor, actions: torch.Tensor | None = None) -> np.ndarray:
+        """Start all B worlds from context frames uint8 (B, T, H, W, 3), with the actions (B, T[, ...])
+        that led to them (None: the null action). Returns the last context frame of each world, as decoded."""
+        frames = np.asarray(frames)
+        if frames.ndim != 5:
+            raise ValueError(f"context must be uint8 (B, T, H, W, 3), got shape {frames.shape}")
+        check_frames(frames[0], "context frames")
+        b, t = frames.shape[:2]
+        if b != self.batch:
+            raise ValueError(f"context has {b} worlds, this simulator runs {self.batch}")
+        z = (self.vae.encode(to_model(frames, self.device)) - self.mean) / self.std  # (B, T, C, h, w)
+        null = actions is None
+        if null:
+            actions = torch.zeros(b, t, *self._action_shape(), device=self.device, dtype=self._action_dtype())
+        actions = torch.as_tensor(actions, device=self.device)
+        self.cache.reset()
+        self.stream = StreamCache()
+        self.t.zero_()
+        ctx = self.sampler.context_level
+        out = None
+        for i in range(t):
+            zi = add_noise(z[:, i : i + 1], self._levels(ctx), self._noise(z[:, i : i + 1]))
+            mask = torch.full((b, 1), null or i == 0, device=self.device)
+            self.dit.step(zi.to(self.dtype), self._levels(ctx), actions[:, i : i + 1], self.t, self.cache, commit=True, null=mask)
+            out = self.vae.decode(z[:, i : i + 1] * self.std + self.mean, self.stream)
+            self.t += 1
+        self.ready = True
+        return to_uint8(out[:, -1])
+
+    @torch.inference_mode()
+    def step(self, actions: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """Advance every world by one frame. actions (B[, ...]) ->
+        (frames uint8 (B, H, W, 3), rewards (B,), termination probabilities (B,))."""
+        if not self.ready:
+            raise RuntimeError("call prefill(context frames) before step()")
+        s = self.sampler
+        a = torch.as_tensor(actions, device=self.device).reshape(self.batch, 1, *self._action_shape())
+        c = self.dit.cfg
+        x = torch.randn((self.batch, 1, c.latent_channels, c.latent_size, c.latent_size), generator=self.generator,
+                        device=self.device, dtype=self.dtype)
+        ts = timesteps(s.steps, s.shift, self.device)
+        no_null = torch.zeros(self.batch, 1, dtype=torch.bool, device=self.device)
+        for k in range(s.steps):
+            lv = ts[k].expand(self.batch, 1).to(self.dtype)
+            v = self.dit.step(x, lv, a, self.t, self.cache, null=no_null)[0]
+            if s.guidance != 1.0:
+                v0 = self.dit.step(x, lv, a, self.t, self.cache, null=~no_null)[0]
+                v = v0 + s.guidance * (v - v0)
+            x = x + (ts[k + 1] - ts[k]) * v
+        # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
+        ctx = self._levels(s.context_level)
+        _, reward, done = self.dit.step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
+        frame = self.vae.decode(x.float() * self.std + self.mean, self.stream)
+        self.t += 1
+        return to_uint8(frame[:, -1]), symexp(reward[:, 0].float()), torch.sigmoid(done[:, 0].float())
+
+    def _action_shape(self) -> tuple[int, ...]:
+        sp = self.dit.action_space
+        if sp["type"] == "Discrete":
+            return ()
+        if sp["type"] == "MultiDiscrete":
+            return (len(sp["nvec"]),)
+        return tuple(sp["shape"])
+
+    def _action_dtype(self) -> torch.dtype:
+        return torch.float32 if self.dit.action_space["type"] == "Box" else torch.long
