@@ -3,6 +3,7 @@
 Stages (each resumes where a previous run of it stopped):
   collect  record episodes of the real env with its data policy into data_dir
   vae      train the causal VAE on them; writes run_dir/vae.safetensors
+  dynamics train the diffusion-forcing DiT on VAE latents; writes run_dir/dynamics.safetensors
   video    export one dataset episode as an mp4 (video.episode=N)
 """
 
@@ -37,6 +38,17 @@ def main(cfg: DictConfig) -> None:
         train_cfg = from_dict(VAETrainConfig, _plain(cfg.vae.train), "vae.train")
         out = train_vae(model_cfg, train_cfg, cfg.data_dir, cfg.run_dir, resolve_device(cfg.device))
         print(f"wrote {out}")
+    elif stage == "dynamics":
+        from worldsim.device import resolve_device
+        from worldsim.engine.simulator import SamplerConfig
+        from worldsim.models.dit import DiTConfig
+        from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
+
+        model_cfg = from_dict(DiTConfig, _plain(cfg.dynamics.model), "dynamics.model")
+        train_cfg = from_dict(DynamicsTrainConfig, _plain(cfg.dynamics.train), "dynamics.train")
+        sampler = from_dict(SamplerConfig, _plain(cfg.sampler), "sampler")
+        out = train_dynamics(model_cfg, train_cfg, sampler, cfg.data_dir, cfg.run_dir, resolve_device(cfg.device))
+        print(f"wrote {out}")
     elif stage == "video":
         from worldsim.data.dataset import EpisodeDataset
         from worldsim.video import write_mp4
@@ -49,7 +61,7 @@ def main(cfg: DictConfig) -> None:
         out = write_mp4(cfg.video.out, ep.frames, data.source.get("fps", 30), scale=cfg.video.scale)
         print(f"wrote {out} ({len(ep)} frames)")
     else:
-        raise SystemExit(f"unknown stage={stage!r}; use collect, vae or video")
+        raise SystemExit(f"unknown stage={stage!r}; use collect, vae, dynamics or video")
 
 
 if __name__ == "__main__":

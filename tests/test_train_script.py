@@ -17,7 +17,7 @@ def run(*args: str) -> str:
     return proc.stdout
 
 
-def test_collect_then_vae_then_resume_then_video(tmp_path):
+def test_collect_vae_dynamics_resume_and_video(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "run"
     common = [f"data_dir={data}", f"run_dir={runs}", "world.max_episode_steps=20"]
     out = run("stage=collect", "collect.frames=60", "collect.workers=2", "collect.progress=false", *common)
@@ -31,6 +31,14 @@ def test_collect_then_vae_then_resume_then_video(tmp_path):
     out = run("stage=vae", "vae=tiny", "device=cpu", "vae.train.steps=25", "vae.train.heldout_every=2", *common)
     assert "resumed from" in out and "at step 20" in out
     assert load_vae(runs / "vae.safetensors")[1]["step"] == 25
+    out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "device=cpu", *common)
+    assert "rollout_psnr" in out and (runs / "sample-0000010.mp4").exists()
+    from worldsim.training.dynamics_trainer import load_dynamics
+
+    dit, meta = load_dynamics(runs / "dynamics.safetensors")
+    assert meta["step"] == 10 and meta["action_space"]["n"] == 5 and dit.cfg.window == 4
+    out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=12", *common)
+    assert "at step 10" in out and load_dynamics(runs / "dynamics.safetensors")[1]["step"] == 12
     out = run("stage=video", "video.episode=1", *common)
     assert (runs / "episode-1.mp4").stat().st_size > 0
 

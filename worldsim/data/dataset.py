@@ -93,7 +93,8 @@ class ClipDataset(Dataset):
     """Contiguous clips of ``length`` steps; a clip never spans two episodes.
 
     Items are dicts of tensors: ``frames`` uint8 (L, H, W, 3), ``actions`` (L, ...),
-    ``rewards`` float32 (L,), ``terminated`` / ``truncated`` bool (L,). Only the
+    ``rewards`` float32 (L,), ``terminated`` / ``truncated`` bool (L,), and ``start``
+    (the step in its episode where the clip begins). Only the
     clip's bytes are read from disk.
     """
 
@@ -123,4 +124,6 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ref, start = self.items[i]
         arrays = self.data.read(ref, start, start + self.length, self.fields)
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        item = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        item["start"] = torch.tensor(start)  # step of the clip's first frame in its episode (0: a reset frame)
+        return item

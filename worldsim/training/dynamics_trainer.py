@@ -1,0 +1,235 @@
+"""Diffusion-forcing training of the DiT on VAE latents (rectified flow, per-frame levels)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, RandomSampler
+
+from ..checkpoint import load_module, read_checkpoint, save_checkpoint
+from ..config import from_dict, to_dict
+from ..data.dataset import ClipDataset, EpisodeDataset
+from ..diffusion.flow import add_noise, sample_levels, velocity
+from ..engine.simulator import SamplerConfig, Simulator
+from ..frames import to_model
+from ..models.dit import DiT, DiTConfig
+from ..models.vae import CausalVAE, load_vae
+from .ema import EMA
+from .state import load_state, save_state
+from .vae_trainer import autocast_dtype, lr_at
+
+DYNAMICS_KIND = "dynamics"
+
+
+@dataclass
+class DynamicsTrainConfig:
+    """Optimisation of the dynamics DiT (``dynamics.train.*`` overrides)."""
+
+    steps: int = 50_000
+    """Total optimiser steps (a resumed run continues up to this)."""
+    batch_size: int = 8
+    """Clips per step."""
+    clip_length: int = 16
+    """Frames per clip."""
+    lr: float = 3e-4
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup: int = 500
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    level_mean: float = 0.0
+    """Mean of the logit-normal level distribution."""
+    level_std: float = 1.0
+    """Std of the logit-normal level distribution."""
+    history_prob: float = 0.5
+    """Probability that a clip has a clean-ish history: frames before a random split sit at levels in [0, context_max]."""
+    context_max: float = 0.2
+    """Highest noise level of history frames (inference uses sampler.context_level)."""
+    null_action_prob: float = 0.1
+    """Probability of swapping in the null action per frame (enables action guidance)."""
+    reward_weight: float = 0.5
+    """Weight of the reward loss (symlog MSE), on frames at history levels."""
+    done_weight: float = 0.5
+    """Weight of the termination loss (binary cross-entropy), on frames at history levels."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping."""
+    ema_decay: float = 0.999
+    """EMA decay of the exported weights."""
+    eval_every: int = 1000
+    """Steps between held-out evaluations, sample rollouts and checkpoints."""
+    log_every: int = 50
+    """Steps between log lines."""
+    heldout_every: int = 10
+    """Every n-th episode (by global index) is held out."""
+    loader_workers: int = 0
+    """DataLoader worker processes."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on GPUs that have it, else fp32), ``bf16`` or ``fp32``."""
+    seed: int = 0
+    """Seed of initialisation, levels and data order."""
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def clip_levels(b: int, t: int, cfg: DynamicsTrainConfig, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame levels (B, T) and the mask of 'history' frames (B, T), where heads are trained."""
+    levels = sample_levels(b, t, cfg.level_mean, cfg.level_std, gen).to(device)
+    split = torch.randint(1, t, (b, 1), generator=gen).to(device)
+    has_history = (torch.rand(b, 1, generator=gen) < cfg.history_prob).to(device)
+    history = has_history & (torch.arange(t, device=device)[None] < split)
+    ctx = torch.rand(b, t, generator=gen).to(device) * cfg.context_max
+    return torch.where(history, ctx, levels), history | (levels <= cfg.context_max)
+
+
+def save_dynamics(path, dit: DiT, meta: dict[str, Any]) -> None:
+    save_checkpoint(path, DYNAMICS_KIND, {"dit": dit}, dict(meta, config=to_dict(dit.cfg), action_space=dit.action_space))
+
+
+def load_dynamics(path, device="cpu") -> tuple[DiT, dict[str, Any]]:
+    meta, tensors = read_checkpoint(path, DYNAMICS_KIND, hint="python train.py stage=dynamics")
+    dit = DiT(from_dict(DiTConfig, meta["config"], "dit config"), meta["action_space"])
+    load_module(dit, tensors, "dit", path)
+    return dit.to(device).eval(), meta
+
+
+class LatentEncoder:
+    """Frozen VAE plus the latent normalisation stored with it: uint8 clips -> normalised latents."""
+
+    def __init__(self, vae: CausalVAE, meta: dict[str, Any], device) -> None:
+        self.vae = vae.to(device).eval().requires_grad_(False)
+        c = vae.cfg.latent_channels
+        self.mean = torch.tensor(meta.get("latent_mean", [0.0] * c), device=device)
+        self.std = torch.tensor(meta.get("latent_std", [1.0] * c), device=device)
+
+    @torch.no_grad()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames uint8 (B, T, H, W, 3) -> (B, T, C, h, w)."""
+        z = self.vae.encode(to_model(frames, self.mean.device))
+        return (z - self.mean.view(1, 1, -1, 1, 1)) / self.std.view(1, 1, -1, 1, 1)
+
+
+def train_dynamics(
+    model_cfg: DiTConfig, cfg: DynamicsTrainConfig, sampler: SamplerConfig, data_dir, run_dir, device: torch.device
+) -> Path:
+    """Train (or resume) the DiT on ``data_dir`` with the VAE of ``run_dir``; writes ``run_dir/dynamics.safetensors``."""
+    run_dir = Path(run_dir)
+    vae, vae_meta = load_vae(run_dir / "vae.safetensors", device)
+    if vae.cfg.temporal_factor != 1:
+        raise ValueError("the dynamics model generates one latent per frame: train the VAE with temporal_factor=1")
+    if (model_cfg.latent_channels, model_cfg.latent_size) != (vae.cfg.latent_channels, vae.cfg.latent_size):
+        raise ValueError(f"dynamics latents ({model_cfg.latent_channels}, {model_cfg.latent_size}) must match the VAE's "
+                         f"({vae.cfg.latent_channels}, {vae.cfg.latent_size})")
+    encode = LatentEncoder(vae, vae_meta, device)
+    data = EpisodeDataset(data_dir)
+    train = ClipDataset(data, cfg.clip_length, "train", heldout_every=cfg.heldout_every)
+    held = ClipDataset(data, cfg.clip_length, "heldout", stride=cfg.clip_length, heldout_every=cfg.heldout_every)
+    torch.manual_seed(cfg.seed)
+    dit = DiT(model_cfg, data.source["action_space"]).to(device)
+    ema = EMA(dit, cfg.ema_decay).to(device)
+    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    state_path, out_path, log_path = run_dir / "dynamics_state.safetensors", run_dir / "dynamics.safetensors", run_dir / "dynamics_log.jsonl"
+    step = 0
+    if state_path.exists():
+        step = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
+        print(f"resumed from {state_path} at step {step}")
+    stats: dict[str, Any] = {}
+
+    def checkpoint() -> None:
+        save_state(state_path, step, {"dit": dit, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg)})
+        save_dynamics(out_path, ema.shadow, {"step": step, "source": data.source, "sampler": to_dict(sampler), **stats})
+
+    amp = autocast_dtype(device, cfg.precision)
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    loader = DataLoader(train, cfg.batch_size, sampler=RandomSampler(train, True, 10**9, generator=gen),
+                        num_workers=cfg.loader_workers, drop_last=True)
+    print(f"DiT: {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, {model_cfg.tokens_per_frame} tokens/frame, "
+          f"{len(train)} train clips, {len(held)} held-out clips, device {device}, autocast {amp}")
+    it, t0, seen = iter(loader), time.perf_counter(), 0
+    try:
+        while step < cfg.steps:
+            batch = next(it)
+            loss, parts = clip_loss(dit, encode, batch, cfg, gen, device, amp)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), cfg.grad_clip)
+            opt.step()
+            ema.update(dit)
+            step += 1
+            seen += cfg.batch_size * cfg.clip_length
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, **{k: v.item() for k, v in parts.items()}, "grad_norm": gnorm.item(),
+                       "lr": lr_at(step, cfg), "frames_per_s": seen / (time.perf_counter() - t0)}
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                stats = evaluate(ema.shadow, encode, held, cfg, sampler, device, run_dir / f"sample-{step:07d}.mp4", data.source)
+                print(f"step={step} " + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, **stats}) + "\n")
+                checkpoint()
+    except KeyboardInterrupt:
+        print(f"interrupted at step {step}: saving a resumable state to {state_path}")
+        checkpoint()
+        raise
+    return out_path
+
+
+def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
+    z0 = encode(batch["frames"])  # (B, T, C, h, w)
+    b, t = z0.shape[:2]
+    actions = batch["actions"].to(device)
+    levels, head_mask = clip_levels(b, t, cfg, gen, device)
+    noise = torch.randn(z0.shape, generator=gen).to(device)
+    null = (torch.rand(b, t, generator=gen) < cfg.null_action_prob).to(device)
+    null[:, 0] |= batch["start"].to(device) == 0  # nothing led to a reset frame
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        v, reward, done = dit(add_noise(z0, levels, noise), levels, actions, null)
+    flow = F.mse_loss(v.float(), velocity(z0, noise))
+    w = head_mask.float()
+    denom = w.sum().clamp_min(1.0)
+    r_loss = ((reward.float() - symlog(batch["rewards"].to(device))) ** 2 * w).sum() / denom
+    d_loss = (F.binary_cross_entropy_with_logits(done.float(), batch["terminated"].to(device).float(), reduction="none") * w).sum() / denom
+    loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
+    return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
+
+
+@torch.no_grad()
+def evaluate(dit, encode, held, cfg, sampler, device, video_path, source) -> dict[str, float]:
+    """Held-out losses at a fixed seed, and a sample rollout (real | generated) written as mp4."""
+    import numpy as np
+
+    from ..frames import psnr
+    from ..video import write_mp4
+
+    dit.eval()
+    gen = torch.Generator().manual_seed(1234)
+    n = min(8, len(held))
+    idx = torch.linspace(0, len(held) - 1, n).long().tolist()
+    batch = {k: torch.stack([held[i][k] for i in idx]) for k in held[0]}
+    _, parts = clip_loss(dit, encode, batch, cfg, gen, device)
+    out = {f"heldout_{k}": v.item() for k, v in parts.items()}
+    # Rollout: a real context of half a clip, then the real actions, open loop.
+    ctx_len = max(1, cfg.clip_length // 2)
+    ep_clip = held[idx[0]]
+    real, acts = ep_clip["frames"].numpy(), ep_clip["actions"]
+    sim = Simulator(dit, encode.vae, 1, sampler, encode.mean, encode.std, seed=0)
+    sim.prefill(real[None, :ctx_len], acts[None, :ctx_len])
+    gen_frames = [sim.step(acts[i : i + 1])[0][0] for i in range(ctx_len, len(real))]
+    if gen_frames:
+        g = torch.from_numpy(np.stack(gen_frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        r = torch.from_numpy(real[ctx_len:]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out["rollout_psnr"] = psnr(g, r).item()
+        write_mp4(video_path, np.concatenate([real[ctx_len:], np.stack(gen_frames)], axis=2), source.get("fps", 30), scale=4)
+    dit.train()
+    return out
