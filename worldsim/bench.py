@@ -2,9 +2,11 @@
 
     python -m worldsim.bench [--vae runs/carracing/vae.safetensors] [--threads N] [--iters N] [--json out.json]
 
-Now: streaming VAE decode of one frame (the part of every interactive step that
-turns the new latent frame into pixels), p50 / p99 in ms, and encode of a
-one-frame clip. Later issues add the world model, the vector env and training.
+Figures: streaming VAE decode of one frame (the part of every interactive step
+that turns the new latent frame into pixels) and encode of a one-frame clip;
+with ``--engine``: the DiT step with the windowed KV cache vs recomputing the
+whole window per frame, and the per-frame time at frame 50 vs frame N of one
+rollout (with process memory at both).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import time
 
 import torch
 
+from .engine.kv_cache import KVCache
 from .models.causal_conv import StreamCache
+from .models.dit import DiT, DiTConfig
 from .models.vae import CausalVAE, VAEConfig, load_vae
 
 
@@ -49,12 +53,67 @@ def bench_vae(vae: CausalVAE, iters: int = 200, warmup: int = 20) -> dict[str, f
     return out
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@torch.inference_mode()
+def bench_engine(cfg: DiTConfig, steps: int = 2, long: int = 5000, iters: int = 30) -> dict[str, float]:
+    """One world, random weights (speed does not depend on them). A frame = ``steps`` denoising calls + 1 commit."""
+    torch.manual_seed(0)
+    dit = DiT(cfg, {"type": "Discrete", "n": 5, "start": 0}).eval()
+    c, w = cfg, cfg.window
+    cache = KVCache(c.depth, 1, c.heads, c.head_dim, w, c.tokens_per_frame)
+    z = torch.randn(1, 1, c.latent_channels, c.latent_size, c.latent_size)
+    a, lv = torch.zeros(1, 1, dtype=torch.long), torch.full((1, 1), 0.5)
+
+    def frame(t: int) -> float:
+        tt = torch.tensor([t])
+        start = time.perf_counter()
+        for _ in range(steps):
+            dit.step(z, lv, a, tt, cache)
+        dit.step(z, lv, a, tt, cache, commit=True)
+        return time.perf_counter() - start
+
+    early, late, t = [], [], 0
+    while t < long + iters:
+        d = frame(t)
+        if 50 <= t < 50 + iters:
+            early.append(d)
+        if t >= long:
+            late.append(d)
+        if t == 50 + iters:
+            rss_early = _rss_mib()
+        t += 1
+    rss_late = _rss_mib()
+    # Recompute: every call runs the whole window of W frames (no cache).
+    zw, lw, aw = z.expand(1, w, -1, -1, -1), lv.expand(1, w), a.expand(1, w)
+    recompute = []
+    for _ in range(max(3, iters // 5)):
+        start = time.perf_counter()
+        for _ in range(steps + 1):
+            dit(zw, lw, aw, start=t)
+        recompute.append(time.perf_counter() - start)
+    e, l_, r = (sorted(x)[len(x) // 2] for x in (early, late, recompute))
+    return {
+        "dit_params_M": sum(p.numel() for p in dit.parameters()) / 1e6,
+        "frame_ms_at_50": 1e3 * e, f"frame_ms_at_{long}": 1e3 * l_, "late_over_early": l_ / e,
+        "rss_mib_at_50": rss_early, f"rss_mib_at_{long}": rss_late,
+        "recompute_window_frame_ms": 1e3 * r, "recompute_over_cached": r / e,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m worldsim.bench", description=__doc__.splitlines()[0])
     p.add_argument("--vae", help="a VAE checkpoint; default: the default VAE config with random weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--engine", action="store_true", help="also benchmark the DiT step (KV cache vs recompute, frame 50 vs N)")
+    p.add_argument("--frames", type=int, default=5000, help="rollout length for the late-frame timing")
+    p.add_argument("--dit", default="dim=192,depth=6,heads=4,window=16",
+                   help="DiT config as key=value pairs (default: the default world's)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,6 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
         "vae": args.vae or "default config (random weights)",
         **bench_vae(vae, args.iters),
     }
+    if args.engine:
+        kw = {k: type(getattr(DiTConfig, k))(v) for k, v in (x.split("=") for x in args.dit.split(",") if x)}
+        result["dit"] = args.dit
+        result.update(bench_engine(DiTConfig(**kw), long=args.frames, iters=max(5, args.iters // 10)))
     width = max(map(len, result))
     for k, v in result.items():
         print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
