@@ -9,8 +9,19 @@ Stages (each resumes where a previous run of it stopped):
 
 from __future__ import annotations
 
+import signal
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+
+def _interrupt_on_sigterm() -> None:
+    """A scheduler's kill (SIGTERM) saves and stops like Ctrl-C: resumable state is written, nothing is lost."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _plain(node) -> dict:
@@ -19,6 +30,15 @@ def _plain(node) -> dict:
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    _interrupt_on_sigterm()
+    try:
+        run_stage(cfg)
+    except KeyboardInterrupt:
+        print(f"stopped; what was finished is saved: run the same command again to resume stage={cfg.stage}", flush=True)
+        raise SystemExit(130) from None
+
+
+def run_stage(cfg: DictConfig) -> None:
     from envs.source import WorldConfig
     from worldsim.config import from_dict
 

@@ -47,3 +47,22 @@ def test_unknown_option_gets_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "train.py", "stage=bogus", f"run_dir={tmp_path}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "unknown stage='bogus'" in proc.stderr + proc.stdout
+
+
+def test_killed_training_saves_and_resumes(tmp_path, carracing_data):
+    import signal
+
+    args = [sys.executable, "train.py", "stage=vae", "vae=tiny", "device=cpu", f"data_dir={carracing_data}",
+            f"run_dir={tmp_path}", "vae.train.steps=100000", "vae.train.log_every=2", "vae.train.heldout_every=2"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # wait until it is really training
+        if line.startswith("step="):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, out
+    assert "interrupted at step" in out and "run the same command again to resume" in out
+    step = load_vae(tmp_path / "vae.safetensors")[1]["step"]
+    assert step >= 2
+    out = run(*args[2:-3], "vae.train.steps=" + str(step + 2), "vae.train.heldout_every=2")
+    assert f"resumed from {tmp_path / 'vae_state.safetensors'} at step {step}" in out
