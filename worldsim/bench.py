@@ -12,6 +12,7 @@ rollout (with process memory at both).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -61,6 +62,8 @@ def _rss_mib() -> float:
 @torch.inference_mode()
 def bench_engine(cfg: DiTConfig, steps: int = 2, long: int = 5000, iters: int = 30) -> dict[str, float]:
     """One world, random weights (speed does not depend on them). A frame = ``steps`` denoising calls + 1 commit."""
+    if long <= 50:
+        raise ValueError(f"the rollout must pass frame 50 to compare with it; got --frames {long}")
     torch.manual_seed(0)
     dit = DiT(cfg, {"type": "Discrete", "n": 5, "start": 0}).eval()
     c, w = cfg, cfg.window
@@ -68,25 +71,27 @@ def bench_engine(cfg: DiTConfig, steps: int = 2, long: int = 5000, iters: int = 
     z = torch.randn(1, 1, c.latent_channels, c.latent_size, c.latent_size)
     a, lv = torch.zeros(1, 1, dtype=torch.long), torch.full((1, 1), 0.5)
 
-    def frame(t: int) -> float:
+    def frame(t: int, kv: KVCache) -> float:
         tt = torch.tensor([t])
         start = time.perf_counter()
         for _ in range(steps):
-            dit.step(z, lv, a, tt, cache)
-        dit.step(z, lv, a, tt, cache, commit=True)
+            dit.step(z, lv, a, tt, kv)
+        dit.step(z, lv, a, tt, kv, commit=True)
         return time.perf_counter() - start
 
-    early, late, t = [], [], 0
-    while t < long + iters:
-        d = frame(t)
-        if 50 <= t < 50 + iters:
-            early.append(d)
-        if t >= long:
-            late.append(d)
-        if t == 50 + iters:
-            rss_early = _rss_mib()
-        t += 1
+    # One rollout to frame `long`, keeping a copy of its cache at frame 50. The two
+    # states are then timed interleaved, so a machine that drifts in speed over the
+    # minutes of the rollout does not bias the ratio.
+    for t in range(long):
+        if t == 50:
+            early_cache, rss_early = copy.deepcopy(cache), _rss_mib()
+        frame(t, cache)
     rss_late = _rss_mib()
+    early, late = [], []
+    for i in range(iters):
+        early.append(frame(50 + i, early_cache))
+        late.append(frame(long + i, cache))
+    t = long + iters
     # Recompute: every call runs the whole window of W frames (no cache).
     zw, lw, aw = z.expand(1, w, -1, -1, -1), lv.expand(1, w), a.expand(1, w)
     recompute = []
