@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..frames import to_model
 from ..models.dit import DiT, DiTConfig
 from ..models.vae import CausalVAE, load_vae
 from .ema import EMA
+from .log import log_row
 from .state import load_state, save_state
 from .vae_trainer import autocast_dtype, lr_at
 
@@ -169,14 +169,10 @@ def train_dynamics(
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {"step": step, **{k: v.item() for k, v in parts.items()}, "grad_norm": gnorm.item(),
                        "lr": lr_at(step, cfg), "frames_per_s": seen / (time.perf_counter() - t0)}
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                log_row(log_path, row)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 stats = evaluate(ema.shadow, encode, held, cfg, sampler, device, run_dir / f"sample-{step:07d}.mp4", data.source)
-                print(f"step={step} " + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": step, **stats}) + "\n")
+                log_row(log_path, {"step": step, **stats})
                 checkpoint()
     except KeyboardInterrupt:
         print(f"interrupted at step {step}: saving a resumable state to {state_path}")

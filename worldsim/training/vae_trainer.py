@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from ..data.dataset import ClipDataset, EpisodeDataset
 from ..frames import psnr, to_model
 from ..models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
 from .ema import EMA
+from .log import log_row
 from .state import load_state, save_state
 
 
@@ -151,14 +151,10 @@ def train_vae(
                 fps = seen / (time.perf_counter() - t0)
                 last = {"step": step, "loss": loss.item(), "train_psnr": 10 * math.log10(4 / max(mse.item(), 1e-10)),
                         "grad_norm": gnorm.item(), "lr": lr_at(step, cfg), "frames_per_s": fps}
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()), flush=True)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(last) + "\n")
+                log_row(log_path, last)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 stats = evaluate(ema.shadow, held, cfg.eval_clips, device)
-                print(f"step={step} heldout_psnr={stats['psnr']:.2f} dB (EMA)", flush=True)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": step, "heldout_psnr": stats["psnr"]}) + "\n")
+                log_row(log_path, {"step": step, "heldout_psnr": stats["psnr"]})
                 checkpoint()
     except KeyboardInterrupt:
         print(f"interrupted at step {step}: saving a resumable state to {state_path}")

@@ -1,0 +1,14 @@
+"""Training logs: one JSON object per line in a .jsonl file, echoed as key=value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def log_row(path: str | Path, row: dict[str, Any], echo: bool = True) -> None:
+    if echo:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
