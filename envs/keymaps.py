@@ -29,9 +29,6 @@ class Keymap:
                 best, best_n = action, len(keys)
         return best
 
-    def key_names(self) -> set[str]:
-        return {k for keys, _ in self.bindings for k in keys}
-
     def keys_to_action(self) -> dict[tuple[int, ...], Any]:
         """The mapping ``gymnasium.utils.play.play`` expects: sorted pygame key codes -> action."""
         import pygame

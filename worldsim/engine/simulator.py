@@ -18,6 +18,7 @@ from ..frames import check_frames, to_model, to_uint8
 from ..models.causal_conv import StreamCache
 from ..models.dit import DiT
 from ..models.vae import CausalVAE
+from ..spaces import action_array_spec, space_from_dict
 from .kv_cache import KVCache
 
 
@@ -59,6 +60,10 @@ class Simulator:
         self.t = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.stream = StreamCache()
         self.ready = False
+        shape, dtype = action_array_spec(space_from_dict(dit.action_space))
+        self.action_shape, self.action_dtype = shape, torch.float32 if dtype.kind == "f" else torch.long
+        # Constant per batch: built once, not in every frame step.
+        self.no_null = torch.zeros(batch, 1, dtype=torch.bool, device=self.device)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
@@ -83,7 +88,7 @@ class Simulator:
         z = (self.vae.encode(to_model(frames, self.device)) - self.mean) / self.std  # (B, T, C, h, w)
         null = actions is None
         if null:
-            actions = torch.zeros(b, t, *self._action_shape(), device=self.device, dtype=self._action_dtype())
+            actions = torch.zeros(b, t, *self.action_shape, device=self.device, dtype=self.action_dtype)
         actions = torch.as_tensor(actions, device=self.device)
         self.cache.reset()
         self.stream = StreamCache()
@@ -106,12 +111,12 @@ class Simulator:
         if not self.ready:
             raise RuntimeError("call prefill(context frames) before step()")
         s = self.sampler
-        a = torch.as_tensor(actions, device=self.device).reshape(self.batch, 1, *self._action_shape())
+        a = torch.as_tensor(actions, device=self.device).reshape(self.batch, 1, *self.action_shape)
         c = self.dit.cfg
         x = torch.randn((self.batch, 1, c.latent_channels, c.latent_size, c.latent_size), generator=self.generator,
                         device=self.device, dtype=self.dtype)
         ts = timesteps(s.steps, s.shift, self.device)
-        no_null = torch.zeros(self.batch, 1, dtype=torch.bool, device=self.device)
+        no_null = self.no_null
         for k in range(s.steps):
             lv = ts[k].expand(self.batch, 1).to(self.dtype)
             v = self.dit.step(x, lv, a, self.t, self.cache, null=no_null)[0]
@@ -125,14 +130,3 @@ class Simulator:
         frame = self.vae.decode(x.float() * self.std + self.mean, self.stream)
         self.t += 1
         return to_uint8(frame[:, -1]), symexp(reward[:, 0].float()), torch.sigmoid(done[:, 0].float())
-
-    def _action_shape(self) -> tuple[int, ...]:
-        sp = self.dit.action_space
-        if sp["type"] == "Discrete":
-            return ()
-        if sp["type"] == "MultiDiscrete":
-            return (len(sp["nvec"]),)
-        return tuple(sp["shape"])
-
-    def _action_dtype(self) -> torch.dtype:
-        return torch.float32 if self.dit.action_space["type"] == "Box" else torch.long

@@ -38,9 +38,6 @@ class StreamCache:
     def put(self, layer: nn.Module, past: torch.Tensor) -> None:
         self._past[id(layer)] = past
 
-    def __len__(self) -> int:
-        return len(self._past)
-
 
 class CausalConv3d(nn.Module):
     """Conv over (time, height, width), causal in time, 'same' padding in space.

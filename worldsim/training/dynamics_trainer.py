@@ -223,9 +223,7 @@ def evaluate(dit, encode, held, cfg, sampler, device, video_path, source) -> dic
     sim.prefill(real[None, :ctx_len], acts[None, :ctx_len])
     gen_frames = [sim.step(acts[i : i + 1])[0][0] for i in range(ctx_len, len(real))]
     if gen_frames:
-        g = torch.from_numpy(np.stack(gen_frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-        r = torch.from_numpy(real[ctx_len:]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        out["rollout_psnr"] = psnr(g, r).item()
+        out["rollout_psnr"] = psnr(to_model(np.stack(gen_frames)), to_model(real[ctx_len:])).item()
         write_mp4(video_path, np.concatenate([real[ctx_len:], np.stack(gen_frames)], axis=2), source.get("fps", 30), scale=4)
     dit.train()
     return out
