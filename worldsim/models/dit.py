@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -151,11 +152,17 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.bias)
 
     def forward(self, x, cond, cos, sin, mask, past=None):
-        """x (B, S, D); cond (B, S, D) per-token conditioning -> (x, (k, v))."""
-        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(cond)).chunk(6, dim=-1)
-        h, kv = self.attn(self.norm1(x) * (1 + sc1) + sh1, cos, sin, mask, past)
-        x = x + g1 * h
-        x = x + g2 * self.mlp(self.norm2(x) * (1 + sc2) + sh2)
+        """x (B, T*L, D); cond (B, T, D) per-frame conditioning -> (x, (k, v)).
+
+        The modulation is computed once per frame and broadcast over the frame's L tokens
+        (the same result as per token, at 1/L of the cost of the adaLN projection)."""
+        t = cond.shape[1]
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(cond))[:, :, None].chunk(6, dim=-1)  # (B, T, 1, D) each
+        frames = partial(rearrange, pattern="b (t l) d -> b t l d", t=t)
+        tokens = partial(rearrange, pattern="b t l d -> b (t l) d")
+        h, kv = self.attn(tokens(frames(self.norm1(x)) * (1 + sc1) + sh1), cos, sin, mask, past)
+        x = x + tokens(g1 * frames(h))
+        x = x + tokens(g2 * frames(self.mlp(tokens(frames(self.norm2(x)) * (1 + sc2) + sh2))))
         return x, kv
 
 
@@ -188,23 +195,22 @@ class DiT(nn.Module):
 
     # -- pieces shared by forward and step ------------------------------------------------
     def _tokens(self, latents, levels, actions, null):
-        """-> tokens (B, T*L, D), per-token conditioning (B, T*L, D)."""
+        """-> tokens (B, T*L, D), per-frame conditioning (B, T, D)."""
         c = self.cfg
         patches = rearrange(latents, "b t c (h p) (w q) -> b t (h w) (c p q)", p=c.patch_size, q=c.patch_size)
         x = torch.cat([self.action_embed(actions, null) + self.action_pos, self.patch_in(patches)], dim=2)
         cond = self.level_mlp(level_embedding(levels, c.dim).to(x.dtype))  # (B, T, D)
-        cond = cond[:, :, None].expand(-1, -1, c.tokens_per_frame, -1)
-        return rearrange(x, "b t l d -> b (t l) d"), rearrange(cond, "b t l d -> b (t l) d")
+        return rearrange(x, "b t l d -> b (t l) d"), cond
 
     def _outputs(self, x, cond, b, t):
         """Final hidden (B, T*L, D) -> velocity (B, T, C, h, w), reward (B, T), termination logit (B, T)."""
         c = self.cfg
-        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=-1)
-        y = self.patch_out(self.norm_out(x) * (1 + scale) + shift)
-        y = rearrange(y, "b (t l) e -> b t l e", t=t)[:, :, c.action_tokens :]
+        shift, scale = self.ada_out(F.silu(cond))[:, :, None].chunk(2, dim=-1)  # (B, T, 1, D) each
+        x = rearrange(x, "b (t l) d -> b t l d", t=t)
+        y = self.patch_out(self.norm_out(x[:, :, c.action_tokens :]) * (1 + scale) + shift)  # patch tokens only
         g = c.latent_size // c.patch_size
         v = rearrange(y, "b t (h w) (c p q) -> b t c (h p) (w q)", h=g, w=g, p=c.patch_size, q=c.patch_size)
-        pooled = rearrange(x, "b (t l) d -> b t l d", t=t).mean(2)
+        pooled = x.mean(2)
         return v, self.reward_head(pooled)[..., 0], self.done_head(pooled)[..., 0]
 
     def frame_mask(self, frames: torch.Tensor) -> torch.Tensor:
