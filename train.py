@@ -1,9 +1,14 @@
-"""worldsim training entry: python train.py [world=NAME] stage=collect|vae|video [overrides].
+"""worldsim training entry: python train.py [world=NAME] stage=collect|vae|dynamics|export|video [overrides].
+
+Multi-GPU / multi-node: launch the vae or dynamics stage with torchrun, e.g.
+  torchrun --nproc_per_node=8 train.py stage=dynamics
+(DistributedDataParallel; every rank writes to the same run_dir, rank 0 alone saves.)
 
 Stages (each resumes where a previous run of it stopped):
   collect  record episodes of the real env with its data policy into data_dir
   vae      train the causal VAE on them; writes run_dir/vae.safetensors
   dynamics train the diffusion-forcing DiT on VAE latents; writes run_dir/dynamics.safetensors
+  export   one world file (both networks, config, action space, keymap, start contexts): export.out
   video    export one dataset episode as an mp4 (video.episode=N)
 """
 
@@ -36,6 +41,19 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         print(f"stopped; what was finished is saved: run the same command again to resume stage={cfg.stage}", flush=True)
         raise SystemExit(130) from None
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _devices(cfg: DictConfig):
+    """This process's device, and its rank when launched by torchrun (DDP; gloo on CPU, NCCL on CUDA)."""
+    from worldsim.device import resolve_device
+    from worldsim.training.loop import init_distributed
+
+    return init_distributed(resolve_device(cfg.device))
 
 
 def run_stage(cfg: DictConfig) -> None:
@@ -50,16 +68,16 @@ def run_stage(cfg: DictConfig) -> None:
 
         collect(world, from_dict(CollectConfig, dict(_plain(cfg.collect), out=cfg.data_dir), "collect"))
     elif stage == "vae":
-        from worldsim.device import resolve_device
         from worldsim.models.vae import VAEConfig
         from worldsim.training.vae_trainer import VAETrainConfig, train_vae
 
         model_cfg = from_dict(VAEConfig, _plain(cfg.vae.model), "vae.model")
         train_cfg = from_dict(VAETrainConfig, _plain(cfg.vae.train), "vae.train")
-        out = train_vae(model_cfg, train_cfg, cfg.data_dir, cfg.run_dir, resolve_device(cfg.device))
-        print(f"wrote {out}")
+        ranks, device = _devices(cfg)
+        out = train_vae(model_cfg, train_cfg, cfg.data_dir, cfg.run_dir, device, ranks=ranks)
+        if ranks.main:
+            print(f"wrote {out}")
     elif stage == "dynamics":
-        from worldsim.device import resolve_device
         from worldsim.engine.simulator import SamplerConfig
         from worldsim.models.dit import DiTConfig
         from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
@@ -67,8 +85,18 @@ def run_stage(cfg: DictConfig) -> None:
         model_cfg = from_dict(DiTConfig, _plain(cfg.dynamics.model), "dynamics.model")
         train_cfg = from_dict(DynamicsTrainConfig, _plain(cfg.dynamics.train), "dynamics.train")
         sampler = from_dict(SamplerConfig, _plain(cfg.sampler), "sampler")
-        out = train_dynamics(model_cfg, train_cfg, sampler, cfg.data_dir, cfg.run_dir, resolve_device(cfg.device))
-        print(f"wrote {out}")
+        ranks, device = _devices(cfg)
+        out = train_dynamics(model_cfg, train_cfg, sampler, cfg.data_dir, cfg.run_dir, device, ranks)
+        if ranks.main:
+            print(f"wrote {out}")
+    elif stage == "export":
+        from worldsim.engine.simulator import SamplerConfig
+        from worldsim.training.export import ExportConfig, export_world
+
+        export_cfg = from_dict(ExportConfig, _plain(cfg.export), "export")
+        sampler = from_dict(SamplerConfig, _plain(cfg.sampler), "sampler")
+        out = export_world(export_cfg, cfg.data_dir, cfg.run_dir, sampler)
+        print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): play it with `python play.py --checkpoint {out}`")
     elif stage == "video":
         from worldsim.data.dataset import EpisodeDataset
         from worldsim.video import write_mp4
@@ -81,7 +109,7 @@ def run_stage(cfg: DictConfig) -> None:
         out = write_mp4(cfg.video.out, ep.frames, data.source.get("fps", 30), scale=cfg.video.scale)
         print(f"wrote {out} ({len(ep)} frames)")
     else:
-        raise SystemExit(f"unknown stage={stage!r}; use collect, vae, dynamics or video")
+        raise SystemExit(f"unknown stage={stage!r}; use collect, vae, dynamics, export or video")
 
 
 if __name__ == "__main__":

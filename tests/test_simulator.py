@@ -57,3 +57,39 @@ def test_misuse_gets_clear_errors():
         sim.prefill(context(batch=3))
     with pytest.raises(ValueError, match="uint8 \\(B, T, H, W, 3\\)"):
         sim.prefill(context()[0])
+
+
+def test_restarting_some_worlds_leaves_the_others_untouched():
+    """prefill(worlds=...) restarts those worlds exactly as a full prefill would, and nothing else."""
+    ctx_a, ctx_b = context(2, 3), context(2, 3)[:, ::-1].copy()
+    acts = [torch.tensor([1, 3])] * 4
+
+    def run(restart):
+        sim = make(context_level=0.0)  # context frames enter the cache clean: no noise draw decides them
+        sim.prefill(ctx_a)
+        for a in acts:
+            sim.step(a)
+        restart(sim)
+        sim.seed(5)
+        return [sim.step(a)[0] for a in acts]
+
+    untouched = run(lambda sim: None)
+    partial = run(lambda sim: sim.prefill(ctx_b[1:], worlds=[1]))
+    full = run(lambda sim: sim.prefill(ctx_b))
+    mask = run(lambda sim: sim.prefill(ctx_b[1:], worlds=np.array([False, True])))
+    for u, p, f, m in zip(untouched, partial, full, mask, strict=True):
+        np.testing.assert_array_equal(p[0], u[0])  # world 0 goes on as if nothing happened
+        assert np.abs(p[1].astype(int) - f[1].astype(int)).max() <= 1  # world 1 restarted like a full prefill
+        np.testing.assert_array_equal(m, p)
+    assert not np.array_equal(partial[-1][1], untouched[-1][1])
+
+
+def test_partial_restart_needs_a_started_simulator():
+    sim = make()
+    with pytest.raises(RuntimeError, match="first prefill starts all worlds"):
+        sim.prefill(context(1), worlds=[0])
+    sim.prefill(context())
+    with pytest.raises(ValueError, match="2 worlds are to be started"):
+        sim.prefill(context(1), worlds=[0, 1])
+    with pytest.raises(ValueError, match="distinct and in 0..1"):
+        sim.prefill(context(1), worlds=[2])

@@ -39,6 +39,15 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     assert meta["step"] == 10 and meta["action_space"]["n"] == 5 and dit.cfg.window == 4
     out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=12", *common)
     assert "at step 10" in out and load_dynamics(runs / "dynamics.safetensors")[1]["step"] == 12
+    world_file = tmp_path / "world.safetensors"
+    out = run("stage=export", f"export.out={world_file}", "export.contexts=3", "export.context_frames=4", *common)
+    assert "play.py --checkpoint" in out
+    from worldsim.world import load_world
+
+    world = load_world(world_file)
+    assert world.context_frames.shape == (3, 4, 64, 64, 3) and world.context_actions.shape == (3, 4)
+    assert world.source["env_id"] == "CarRacing-v3" and world.source["keymap"]["name"] == "carracing"
+    assert world.meta["dynamics_step"] == 12 and world.dit.cfg.window == 4 and world.fps == 50
     out = run("stage=video", "video.episode=1", *common)
     assert (runs / "episode-1.mp4").stat().st_size > 0
 
@@ -66,3 +75,30 @@ def test_killed_training_saves_and_resumes(tmp_path, carracing_data):
     assert step >= 2
     out = run(*args[2:-3], "vae.train.steps=" + str(step + 2), "vae.train.heldout_every=2")
     assert f"resumed from {tmp_path / 'vae_state.safetensors'} at step {step}" in out
+
+
+def test_ddp_two_cpu_processes(tmp_path, carracing_data):
+    """torchrun with 2 processes (gloo): both stages train, rank 0 alone logs and saves, resume works."""
+    common = [f"data_dir={carracing_data}", f"run_dir={tmp_path}", "device=cpu", "vae=tiny", "dynamics=tiny"]
+
+    def torchrun(*args):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    out = torchrun("stage=vae", "vae.train.steps=4", "vae.train.eval_every=4", "vae.train.log_every=2",
+                   "vae.train.heldout_every=2", *common)
+    assert "processes 2" in out and out.count("heldout_psnr") == 1
+    out = torchrun("stage=dynamics", "dynamics.train.steps=4", "dynamics.train.eval_every=4", "dynamics.train.log_every=2",
+                   "dynamics.train.heldout_every=2", *common)
+    assert "processes 2" in out and out.count("rollout_psnr") == 1
+    rows = [line for line in (tmp_path / "dynamics_log.jsonl").read_text().splitlines() if '"frames_per_s"' in line]
+    assert len(rows) == 2  # one writer: steps 2 and 4, not once per rank
+    from worldsim.training.dynamics_trainer import load_dynamics
+
+    assert load_dynamics(tmp_path / "dynamics.safetensors")[1]["step"] == 4
+    out = torchrun("stage=dynamics", "dynamics.train.steps=6", "dynamics.train.eval_every=6", "dynamics.train.heldout_every=2",
+                   *common)
+    assert out.count("at step 4") == 1 and load_dynamics(tmp_path / "dynamics.safetensors")[1]["step"] == 6

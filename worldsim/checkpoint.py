@@ -27,13 +27,19 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(
-    path: str | Path, kind: str, modules: dict[str, nn.Module], meta: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None
+    path: str | Path, kind: str, modules: dict[str, nn.Module], meta: dict[str, Any],
+    tensors: dict[str, torch.Tensor] | None = None, weights_dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write modules' weights, extra tensors and JSON metadata to one file, atomically."""
+    """Write modules' weights, extra tensors and JSON metadata to one file, atomically.
+
+    ``weights_dtype`` stores the modules' floating-point weights in that dtype (e.g. float16
+    to halve a shipped file); loading casts them back to the model's dtype."""
     path = Path(path)
     out: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         for k, v in module.state_dict().items():
+            if weights_dtype is not None and v.is_floating_point():
+                v = v.to(weights_dtype)
             out[f"{name}.{k}"] = v.detach().cpu().contiguous()
     for k, v in (tensors or {}).items():
         out[k] = v.detach().cpu().contiguous()

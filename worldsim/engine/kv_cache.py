@@ -34,6 +34,12 @@ class KVCache(nn.Module):
         else:
             self.slot_frame.masked_fill_(worlds[:, None], -(2**62))
 
+    def load(self, worlds: torch.Tensor, other: KVCache) -> None:
+        """Replace the state of ``worlds`` (N,) long with that of ``other``, a cache of N worlds."""
+        self.k[:, worlds] = other.k
+        self.v[:, worlds] = other.v
+        self.slot_frame[worlds] = other.slot_frame
+
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of layer i: (B, H, W*L, hd) each."""
         return self.k[i], self.v[i]

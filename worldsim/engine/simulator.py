@@ -59,7 +59,7 @@ class Simulator:
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.t = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.stream = StreamCache()
-        self.ready = False
+        self.ready = False  # True once every world has been started by prefill
         shape, dtype = action_array_spec(space_from_dict(dit.action_space))
         self.action_shape, self.action_dtype = shape, torch.float32 if dtype.kind == "f" else torch.long
         # Constant per batch: built once, not in every frame step.
@@ -75,34 +75,66 @@ class Simulator:
         return torch.full((self.batch, 1), value, device=self.device, dtype=self.dtype)
 
     @torch.inference_mode()
-    def prefill(self, frames: np.ndarray | torch.Tensor, actions: torch.Tensor | None = None) -> np.ndarray:
-        """Start all B worlds from context frames uint8 (B, T, H, W, 3), with the actions (B, T[, ...])
-        that led to them (None: the null action). Returns the last context frame of each world, as decoded."""
+    def prefill(
+        self, frames: np.ndarray | torch.Tensor, actions: torch.Tensor | np.ndarray | None = None,
+        worlds: torch.Tensor | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Start worlds from context frames uint8 (N, T, H, W, 3) and the actions (N, T[, ...]) that led
+        to them (None: the null action). ``worlds``: which N of the B worlds restart (bool mask (B,) or
+        indices); None = all B, and the first call must start all. The other worlds keep going untouched.
+        Returns the last context frame of each started world, as decoded: uint8 (N, H, W, 3)."""
         frames = np.asarray(frames)
         if frames.ndim != 5:
             raise ValueError(f"context must be uint8 (B, T, H, W, 3), got shape {frames.shape}")
         check_frames(frames[0], "context frames")
-        b, t = frames.shape[:2]
-        if b != self.batch:
-            raise ValueError(f"context has {b} worlds, this simulator runs {self.batch}")
-        z = (self.vae.encode(to_model(frames, self.device)) - self.mean) / self.std  # (B, T, C, h, w)
+        idx = self._worlds(worlds)
+        n, t = frames.shape[:2]
+        if n != len(idx):
+            raise ValueError(f"context has {n} worlds, this simulator runs {self.batch}" if worlds is None
+                             else f"context has {n} worlds, but {len(idx)} worlds are to be started")
+        if worlds is not None and not self.ready:
+            raise RuntimeError("the first prefill starts all worlds (worlds=None); later ones may restart some")
+        z = (self.vae.encode(to_model(frames, self.device)) - self.mean) / self.std  # (N, T, C, h, w)
         null = actions is None
         if null:
-            actions = torch.zeros(b, t, *self.action_shape, device=self.device, dtype=self.action_dtype)
+            actions = torch.zeros(n, t, *self.action_shape, device=self.device, dtype=self.action_dtype)
         actions = torch.as_tensor(actions, device=self.device)
-        self.cache.reset()
-        self.stream = StreamCache()
-        self.t.zero_()
-        ctx = self.sampler.context_level
+        c = self.dit.cfg
+        full = n == self.batch
+        cache = self.cache if full else KVCache(c.depth, n, c.heads, c.head_dim, c.window, c.tokens_per_frame,
+                                                self.dtype, self.device)
+        cache.reset()
+        stream, clock = StreamCache(), torch.zeros(n, dtype=torch.long, device=self.device)
+        ctx = torch.full((n, 1), self.sampler.context_level, device=self.device, dtype=self.dtype)
         out = None
         for i in range(t):
-            zi = add_noise(z[:, i : i + 1], self._levels(ctx), self._noise(z[:, i : i + 1]))
-            mask = torch.full((b, 1), null or i == 0, device=self.device)
-            self.dit.step(zi.to(self.dtype), self._levels(ctx), actions[:, i : i + 1], self.t, self.cache, commit=True, null=mask)
-            out = self.vae.decode(z[:, i : i + 1] * self.std + self.mean, self.stream)
-            self.t += 1
+            zi = add_noise(z[:, i : i + 1], ctx, self._noise(z[:, i : i + 1]))
+            mask = torch.full((n, 1), null or i == 0, device=self.device)
+            self.dit.step(zi.to(self.dtype), ctx, actions[:, i : i + 1], clock, cache, commit=True, null=mask)
+            out = self.vae.decode(z[:, i : i + 1] * self.std + self.mean, stream)
+            clock += 1
+        if full:
+            self.stream, self.t = stream, clock
+        else:
+            self.cache.load(idx, cache)
+            self.stream.merge(stream, idx)
+            self.t[idx] = clock
         self.ready = True
         return to_uint8(out[:, -1])
+
+    def _worlds(self, worlds) -> torch.Tensor:
+        """A bool mask (B,) or indices -> sorted unique indices (N,) long on the device."""
+        if worlds is None:
+            return torch.arange(self.batch, device=self.device)
+        w = torch.as_tensor(np.asarray(worlds), device=self.device)
+        if w.dtype == torch.bool:
+            if w.shape != (self.batch,):
+                raise ValueError(f"a world mask must have shape ({self.batch},), got {tuple(w.shape)}")
+            w = w.nonzero()[:, 0]
+        w = w.long().flatten()
+        if len(w) and (w.min() < 0 or w.max() >= self.batch or len(w.unique()) != len(w)):
+            raise ValueError(f"world indices must be distinct and in 0..{self.batch - 1}, got {w.tolist()}")
+        return w
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:

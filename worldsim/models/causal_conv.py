@@ -38,6 +38,19 @@ class StreamCache:
     def put(self, layer: nn.Module, past: torch.Tensor) -> None:
         self._past[id(layer)] = past
 
+    def merge(self, other: StreamCache, worlds: torch.Tensor) -> None:
+        """Take batch rows ``worlds`` (N,) long from ``other`` (a cache of N worlds): those worlds
+        restart from ``other``'s state while the rest keep theirs. Both caches must be past their first frame."""
+        if set(self._past) != set(other._past):
+            raise RuntimeError("stream caches of different networks or stages cannot be merged; start all worlds first")
+        for key, mine in self._past.items():
+            theirs = other._past[key]
+            if mine.ndim == 0:  # a 'past the first frame' marker, not per world
+                continue
+            merged = mine.clone()
+            merged[worlds] = theirs
+            self._past[key] = merged
+
 
 class CausalConv3d(nn.Module):
     """Conv over (time, height, width), causal in time, 'same' padding in space.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,8 @@ from ..frames import to_model
 from ..models.dit import DiT, DiTConfig
 from ..models.vae import CausalVAE, load_vae
 from .ema import EMA
-from .log import log_row
+from .loop import Ranks, autocast_dtype, run_training
 from .state import load_state, save_state
-from .vae_trainer import autocast_dtype, lr_at
 
 DYNAMICS_KIND = "dynamics"
 
@@ -117,7 +115,8 @@ class LatentEncoder:
 
 
 def train_dynamics(
-    model_cfg: DiTConfig, cfg: DynamicsTrainConfig, sampler: SamplerConfig, data_dir, run_dir, device: torch.device
+    model_cfg: DiTConfig, cfg: DynamicsTrainConfig, sampler: SamplerConfig, data_dir, run_dir, device: torch.device,
+    ranks: Ranks = Ranks(),
 ) -> Path:
     """Train (or resume) the DiT on ``data_dir`` with the VAE of ``run_dir``; writes ``run_dir/dynamics.safetensors``."""
     run_dir = Path(run_dir)
@@ -139,45 +138,31 @@ def train_dynamics(
     step = 0
     if state_path.exists():
         step = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
-        print(f"resumed from {state_path} at step {step}")
-    stats: dict[str, Any] = {}
+        if ranks.main:
+            print(f"resumed from {state_path} at step {step}")
 
-    def checkpoint() -> None:
+    def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        stats = evaluate(ema.shadow, encode, held, cfg, sampler, device, run_dir / f"sample-{step:07d}.mp4", data.source)
+        return stats, stats
+
+    def checkpoint(step: int, stats: dict[str, Any]) -> None:
         save_state(state_path, step, {"dit": dit, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg)})
         save_dynamics(out_path, ema.shadow, {"step": step, "source": data.source, "sampler": to_dict(sampler), **stats})
 
     amp = autocast_dtype(device, cfg.precision)
-    gen = torch.Generator().manual_seed(cfg.seed + step)
+    # Each rank draws its own batches and levels (with replacement, so no sampler needs sharding).
+    gen = torch.Generator().manual_seed(cfg.seed + step + 7919 * ranks.rank)
     loader = DataLoader(train, cfg.batch_size, sampler=RandomSampler(train, True, 10**9, generator=gen),
                         num_workers=cfg.loader_workers, drop_last=True)
-    print(f"DiT: {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, {model_cfg.tokens_per_frame} tokens/frame, "
-          f"{len(train)} train clips, {len(held)} held-out clips, device {device}, autocast {amp}")
-    it, t0, seen = iter(loader), time.perf_counter(), 0
-    try:
-        while step < cfg.steps:
-            batch = next(it)
-            loss, parts = clip_loss(dit, encode, batch, cfg, gen, device, amp)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), cfg.grad_clip)
-            opt.step()
-            ema.update(dit)
-            step += 1
-            seen += cfg.batch_size * cfg.clip_length
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {"step": step, **{k: v.item() for k, v in parts.items()}, "grad_norm": gnorm.item(),
-                       "lr": lr_at(step, cfg), "frames_per_s": seen / (time.perf_counter() - t0)}
-                log_row(log_path, row)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                stats = evaluate(ema.shadow, encode, held, cfg, sampler, device, run_dir / f"sample-{step:07d}.mp4", data.source)
-                log_row(log_path, {"step": step, **stats})
-                checkpoint()
-    except KeyboardInterrupt:
-        print(f"interrupted at step {step}: saving a resumable state to {state_path}")
-        checkpoint()
-        raise
+
+    def loss_fn(net, batch):
+        loss, parts = clip_loss(net, encode, batch, cfg, gen, device, amp)
+        return loss, {k: v.item() for k, v in parts.items()}, cfg.batch_size * cfg.clip_length
+
+    if ranks.main:
+        print(f"DiT: {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, {model_cfg.tokens_per_frame} tokens/frame, "
+              f"{len(train)} train clips, {len(held)} held-out clips, device {device}, autocast {amp}, processes {ranks.world_size}")
+    run_training(dit, ema, opt, cfg, step, iter(loader), loss_fn, evaluate_now, checkpoint, log_path, state_path, ranks)
     return out_path
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from ..data.dataset import ClipDataset, EpisodeDataset
 from ..frames import psnr, to_model
 from ..models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
 from .ema import EMA
-from .log import log_row
+from .loop import Ranks, autocast_dtype, run_training
 from .state import load_state, save_state
 
 
@@ -59,23 +58,6 @@ class VAETrainConfig:
     """Seed of initialisation and data order."""
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def lr_at(step: int, cfg: VAETrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
-
-
 @torch.no_grad()
 def evaluate(vae: CausalVAE, clips: ClipDataset, n: int, device: torch.device, batch: int = 16) -> dict[str, Any]:
     """Held-out reconstruction PSNR (posterior means) and per-channel latent statistics."""
@@ -92,7 +74,8 @@ def evaluate(vae: CausalVAE, clips: ClipDataset, n: int, device: torch.device, b
 
 
 def train_vae(
-    model_cfg: VAEConfig, cfg: VAETrainConfig, data_dir: str | Path, run_dir: str | Path, device: torch.device, source: dict | None = None
+    model_cfg: VAEConfig, cfg: VAETrainConfig, data_dir: str | Path, run_dir: str | Path, device: torch.device,
+    source: dict | None = None, ranks: Ranks = Ranks(),
 ) -> Path:
     """Train (or resume) a VAE on the clips of ``data_dir``; writes ``run_dir/vae.safetensors``."""
     run_dir = Path(run_dir)
@@ -111,53 +94,37 @@ def train_vae(
     step = 0
     if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
         step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
-        print(f"resumed from {state_path} at step {step}")
+        if ranks.main:
+            print(f"resumed from {state_path} at step {step}")
     meta = {"source": source or data.source}
 
-    stats: dict[str, Any] = {}
+    def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        stats = evaluate(ema.shadow, held, cfg.eval_clips, device)
+        return stats, {"heldout_psnr": stats["psnr"]}
 
-    def checkpoint() -> None:
+    def checkpoint(step: int, stats: dict[str, Any]) -> None:
+        stats = stats or evaluate_now(step)[0]  # the latent statistics must always travel with the weights
         save_state(state_path, step, {"vae": vae, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg)})
         save_vae(out_path, ema.shadow, dict(meta, step=step, **stats))
 
     amp = autocast_dtype(device, cfg.precision)
-    gen = torch.Generator().manual_seed(cfg.seed + step)
+
+    def loss_fn(net, batch):
+        x = to_model(batch["frames"], device)  # (B, L, 3, H, W)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            recon, mean, logvar = net(x)
+        recon = recon.float()
+        mse = F.mse_loss(recon, x)
+        loss = mse + cfg.l1_weight * F.l1_loss(recon, x) + cfg.kl_weight * kl_divergence(mean.float(), logvar.float())
+        return loss, {"loss": loss.item(), "train_psnr": 10 * math.log10(4 / max(mse.item(), 1e-10))}, x.shape[0] * x.shape[1]
+
+    gen = torch.Generator().manual_seed(cfg.seed + step + 7919 * ranks.rank)
     loader = DataLoader(
         train, cfg.batch_size, sampler=RandomSampler(train, replacement=True, num_samples=10**9, generator=gen),
         num_workers=cfg.loader_workers, drop_last=True, persistent_workers=cfg.loader_workers > 0,
     )
-    print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, {len(train)} train clips, "
-          f"{len(held)} held-out clips, device {device}, autocast {amp}")
-    t0, seen, last = time.perf_counter(), 0, {}
-    it = iter(loader)
-    try:
-        while step < cfg.steps:
-            x = to_model(next(it)["frames"], device)  # (B, L, 3, H, W)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                recon, mean, logvar = vae(x)
-            recon = recon.float()
-            mse = F.mse_loss(recon, x)
-            loss = mse + cfg.l1_weight * F.l1_loss(recon, x) + cfg.kl_weight * kl_divergence(mean.float(), logvar.float())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
-            opt.step()
-            ema.update(vae)
-            step += 1
-            seen += x.shape[0] * x.shape[1]
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                fps = seen / (time.perf_counter() - t0)
-                last = {"step": step, "loss": loss.item(), "train_psnr": 10 * math.log10(4 / max(mse.item(), 1e-10)),
-                        "grad_norm": gnorm.item(), "lr": lr_at(step, cfg), "frames_per_s": fps}
-                log_row(log_path, last)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                stats = evaluate(ema.shadow, held, cfg.eval_clips, device)
-                log_row(log_path, {"step": step, "heldout_psnr": stats["psnr"]})
-                checkpoint()
-    except KeyboardInterrupt:
-        print(f"interrupted at step {step}: saving a resumable state to {state_path}")
-        checkpoint()
-        raise
+    if ranks.main:
+        print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, {len(train)} train clips, "
+              f"{len(held)} held-out clips, device {device}, autocast {amp}, processes {ranks.world_size}")
+    run_training(vae, ema, opt, cfg, step, iter(loader), loss_fn, evaluate_now, checkpoint, log_path, state_path, ranks)
     return out_path

@@ -1,0 +1,123 @@
+"""The optimisation loop both trainers share, and DistributedDataParallel when launched by torchrun.
+
+One step: learning-rate schedule, loss under autocast, backward, gradient clipping,
+optimizer step, EMA update. Around it: log lines, periodic held-out evaluation and
+checkpoints, and on Ctrl-C / SIGTERM a last checkpoint before stopping. With several
+processes (``torchrun --nproc_per_node=N train.py ...``) each rank draws its own
+batches, gradients are averaged by DDP, and rank 0 alone evaluates, logs and writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .ema import EMA
+from .log import log_row
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process sits in a torchrun launch (1 process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
+    """Read torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK); with more than one process, join
+    the process group (NCCL on CUDA, gloo on CPU) and give each rank its own GPU. -> (ranks, device)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Ranks(), device
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(rank, world_size, local), device
+
+
+def lr_at(step: int, cfg: Any) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then cosine decay to 10% of ``cfg.lr`` at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """``fp32`` -> None, ``bf16`` -> bfloat16, ``auto`` -> bfloat16 on GPUs that support it, else None."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, Any], int]]
+"""(network, batch) -> (loss, scalars to log, frames in the batch)."""
+
+
+def run_training(
+    model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, cfg: Any, step: int, batches: Iterator[Any],
+    loss_fn: LossFn, evaluate: Callable[[int], tuple[dict[str, Any], dict[str, Any]]],
+    checkpoint: Callable[[int, dict[str, Any]], None], log_path: Path, state_path: Path, ranks: Ranks = Ranks(),
+) -> int:
+    """Train ``model`` from ``step`` to ``cfg.steps``; returns the last step.
+
+    ``cfg`` supplies lr, warmup, steps, grad_clip, log_every and eval_every. ``evaluate(step)`` ->
+    (stats kept with the checkpoint, row to log); ``checkpoint(step, stats)`` writes the files."""
+    net = model
+    if ranks.world_size > 1:
+        dev = next(model.parameters()).device
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    stats: dict[str, Any] = {}
+    t0, seen = time.perf_counter(), 0
+    try:
+        while step < cfg.steps:
+            batch = next(batches)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            loss, parts, frames = loss_fn(net, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            ema.update(model)
+            step += 1
+            seen += frames * ranks.world_size
+            if ranks.main and (step % cfg.log_every == 0 or step == cfg.steps):
+                row = {"step": step, **{k: float(v) for k, v in parts.items()}, "grad_norm": gnorm.item(),
+                       "lr": lr_at(step, cfg), "frames_per_s": seen / (time.perf_counter() - t0)}
+                log_row(log_path, row)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                if ranks.main:
+                    stats, row = evaluate(step)
+                    log_row(log_path, {"step": step, **row})
+                    checkpoint(step, stats)
+                if ranks.world_size > 1:
+                    dist.barrier()
+    except KeyboardInterrupt:
+        if ranks.main:
+            print(f"interrupted at step {step}: saving a resumable state to {state_path}")
+            checkpoint(step, stats)
+        raise
+    return step

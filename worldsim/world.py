@@ -1,0 +1,144 @@
+"""A world: one self-describing safetensors file that rebuilds a playable world alone.
+
+It holds both networks (VAE and dynamics DiT), their configs, the latent
+normalisation, the sampler settings, the source description (env id, fps, action
+space, keymap) and a handful of start contexts — short real clips a world can
+start from. Kind ``world`` in :mod:`worldsim.checkpoint` terms.
+
+Tensors: ``vae.*``, ``dit.*`` (weights, optionally stored in float16),
+``contexts.frames`` uint8 (N, T, H, W, 3) and ``contexts.actions`` (N, T[, ...]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
+from .config import from_dict, to_dict
+from .engine.simulator import SamplerConfig, Simulator
+from .frames import check_frames
+from .models.dit import DiT, DiTConfig
+from .models.vae import CausalVAE, VAEConfig
+from .spaces import action_array_spec, space_from_dict
+
+WORLD_KIND = "world"
+TRAIN_HINT = "python train.py world=NAME stage=export (after stage=collect, vae and dynamics)"
+
+
+def checkpoints_dir() -> Path:
+    """The folder of shipped worlds: ``checkpoints/`` next to the ``worldsim`` package."""
+    return Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def known_worlds(folder: str | Path | None = None) -> list[str]:
+    """Names of the worlds in ``folder`` (default: the shipped ones)."""
+    folder = Path(folder) if folder is not None else checkpoints_dir()
+    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def world_path(name: str, folder: str | Path | None = None) -> Path:
+    """The checkpoint of a named world; a clear error lists the known ones."""
+    folder = Path(folder) if folder is not None else checkpoints_dir()
+    path = folder / f"{name}.safetensors"
+    if not path.is_file():
+        known = known_worlds(folder)
+        raise CheckpointError(
+            f"no world named {name!r} in {folder}; known worlds: {', '.join(known) or 'none yet'}. "
+            f"Make one with `python train.py world={name} stage=collect`, then stage=vae, stage=dynamics and stage=export"
+        )
+    return path
+
+
+@dataclass
+class World:
+    """Everything a loaded world file holds. Networks are in eval mode on one device."""
+
+    vae: CausalVAE
+    dit: DiT
+    source: dict[str, Any]
+    """The real env behind the world: ``world`` (name), ``env_id``, ``fps``, ``action_space``, ``keymap``, ..."""
+    sampler: SamplerConfig
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    context_frames: np.ndarray
+    """uint8 (N, T, H, W, 3): start contexts."""
+    context_actions: np.ndarray
+    """(N, T[, ...]): the actions that led to each context frame (entry 0 is a placeholder)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Everything else the file says (training steps, evaluation numbers, ...)."""
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.source.get("world", self.path.stem if self.path else "world"))
+
+    @property
+    def fps(self) -> float:
+        return float(self.source.get("fps", 30))
+
+    @property
+    def frame_size(self) -> int:
+        return self.vae.cfg.image_size
+
+    @property
+    def action_space(self):
+        return space_from_dict(self.dit.action_space)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dit.parameters()).device
+
+    def simulator(self, batch: int = 1, sampler: SamplerConfig | None = None, seed: int = 0) -> Simulator:
+        """A fresh engine for ``batch`` worlds (not started: call ``prefill``)."""
+        return Simulator(self.dit, self.vae, batch, sampler or self.sampler, self.latent_mean, self.latent_std, seed)
+
+
+def save_world(
+    path: str | Path, vae: CausalVAE, dit: DiT, *, source: dict[str, Any], sampler: SamplerConfig,
+    latent_mean, latent_std, context_frames: np.ndarray, context_actions: np.ndarray,
+    meta: dict[str, Any] | None = None, weights_dtype: torch.dtype | None = torch.float16,
+) -> Path:
+    """Write a world file atomically. Contexts: uint8 (N, T, H, W, 3) frames and their (N, T[, ...]) actions."""
+    frames = np.asarray(context_frames)
+    if frames.ndim != 5:
+        raise ValueError(f"context_frames must be uint8 (N, T, H, W, 3), got shape {frames.shape}")
+    check_frames(frames[0], "context frames")
+    if frames.shape[2:4] != (vae.cfg.image_size, vae.cfg.image_size):
+        raise ValueError(f"context frames are {frames.shape[2:4]}, the VAE makes {vae.cfg.image_size}x{vae.cfg.image_size}")
+    shape, dtype = action_array_spec(space_from_dict(dit.action_space))
+    actions = np.asarray(context_actions, dtype=dtype)
+    if actions.shape != frames.shape[:2] + shape:
+        raise ValueError(f"context_actions must have shape {frames.shape[:2] + shape}, got {actions.shape}")
+    info = dict(meta or {})
+    info.update(
+        config={"vae": to_dict(vae.cfg), "dit": to_dict(dit.cfg)}, action_space=dit.action_space, source=source,
+        sampler=to_dict(sampler), latent_mean=[float(x) for x in torch.as_tensor(latent_mean).flatten()],
+        latent_std=[float(x) for x in torch.as_tensor(latent_std).flatten()],
+    )
+    tensors = {"contexts.frames": torch.from_numpy(frames.copy()), "contexts.actions": torch.from_numpy(actions.copy())}
+    return save_checkpoint(path, WORLD_KIND, {"vae": vae, "dit": dit}, info, tensors, weights_dtype)
+
+
+def load_world(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> World:
+    """Rebuild a world from its file alone (strictly: every weight present and of the right shape)."""
+    path = Path(path)
+    meta, tensors = read_checkpoint(path, WORLD_KIND, hint=TRAIN_HINT)
+    try:
+        cfg = meta.pop("config")
+        vae = CausalVAE(from_dict(VAEConfig, cfg["vae"], "vae config"))
+        dit = DiT(from_dict(DiTConfig, cfg["dit"], "dit config"), meta.pop("action_space"))
+        sampler = from_dict(SamplerConfig, meta.pop("sampler"), "sampler")
+        source = meta.pop("source")
+        mean, std = torch.tensor(meta.pop("latent_mean")), torch.tensor(meta.pop("latent_std"))
+        frames, actions = tensors["contexts.frames"].numpy(), tensors["contexts.actions"].numpy()
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: an incomplete or damaged world file ({e}); re-export it with `{TRAIN_HINT}`") from None
+    load_module(vae, tensors, "vae", path)
+    load_module(dit, tensors, "dit", path)
+    vae, dit = vae.to(device=device).eval(), dit.to(device=device, dtype=dtype).eval()
+    return World(vae, dit, source, sampler, mean, std, frames, actions, meta, path)
