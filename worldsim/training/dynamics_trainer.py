@@ -116,10 +116,10 @@ class LatentEncoder:
 
 def train_dynamics(
     model_cfg: DiTConfig, cfg: DynamicsTrainConfig, sampler: SamplerConfig, data_dir, run_dir, device: torch.device,
-    ranks: Ranks = Ranks(),
+    ranks: Ranks | None = None,
 ) -> Path:
     """Train (or resume) the DiT on ``data_dir`` with the VAE of ``run_dir``; writes ``run_dir/dynamics.safetensors``."""
-    run_dir = Path(run_dir)
+    run_dir, ranks = Path(run_dir), ranks or Ranks()
     vae, vae_meta = load_vae(run_dir / "vae.safetensors", device)
     if vae.cfg.temporal_factor != 1:
         raise ValueError("the dynamics model generates one latent per frame: train the VAE with temporal_factor=1")

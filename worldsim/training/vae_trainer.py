@@ -75,10 +75,10 @@ def evaluate(vae: CausalVAE, clips: ClipDataset, n: int, device: torch.device, b
 
 def train_vae(
     model_cfg: VAEConfig, cfg: VAETrainConfig, data_dir: str | Path, run_dir: str | Path, device: torch.device,
-    source: dict | None = None, ranks: Ranks = Ranks(),
+    source: dict | None = None, ranks: Ranks | None = None,
 ) -> Path:
     """Train (or resume) a VAE on the clips of ``data_dir``; writes ``run_dir/vae.safetensors``."""
-    run_dir = Path(run_dir)
+    run_dir, ranks = Path(run_dir), ranks or Ranks()
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     data = EpisodeDataset(data_dir)
