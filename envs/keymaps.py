@@ -33,6 +33,8 @@ class Keymap:
         """The mapping ``gymnasium.utils.play.play`` expects: sorted pygame key codes -> action."""
         import pygame
 
+        if not pygame.get_init():
+            pygame.init()  # key names resolve to codes only once pygame is initialised
         return {tuple(sorted(pygame.key.key_code(k) for k in keys)): action for keys, action in self.bindings}
 
     def to_dict(self) -> dict[str, Any]:

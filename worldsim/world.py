@@ -24,21 +24,11 @@ from .engine.simulator import SamplerConfig, Simulator
 from .frames import check_frames
 from .models.dit import DiT, DiTConfig
 from .models.vae import CausalVAE, VAEConfig
+from .registration import checkpoints_dir, known_worlds
 from .spaces import action_array_spec, space_from_dict
 
 WORLD_KIND = "world"
 TRAIN_HINT = "python train.py world=NAME stage=export (after stage=collect, vae and dynamics)"
-
-
-def checkpoints_dir() -> Path:
-    """The folder of shipped worlds: ``checkpoints/`` next to the ``worldsim`` package."""
-    return Path(__file__).resolve().parent.parent / "checkpoints"
-
-
-def known_worlds(folder: str | Path | None = None) -> list[str]:
-    """Names of the worlds in ``folder`` (default: the shipped ones)."""
-    folder = Path(folder) if folder is not None else checkpoints_dir()
-    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
 def world_path(name: str, folder: str | Path | None = None) -> Path:

@@ -28,13 +28,16 @@ class ExportConfig:
     """Start contexts stored with the world (taken from different episodes)."""
     context_frames: int = 8
     """Frames per start context (at most the DiT window)."""
+    skip_frames: int = 50
+    """Start contexts begin after this many frames of an episode where it is long enough (CarRacing zooms in
+    during its first 50 frames)."""
     weights_dtype: str = "float16"
     """Storage dtype of the weights: float32, float16 (half the size) or bfloat16."""
     seed: int = 0
     """Chooses the episodes and offsets of the start contexts."""
 
 
-def pick_contexts(data: EpisodeDataset, n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def pick_contexts(data: EpisodeDataset, n: int, length: int, seed: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n clips of ``length`` frames from n different episodes (spread over the dataset), random offsets.
     -> frames uint8 (n, T, H, W, 3), actions (n, T[, ...])."""
     refs = [r for r in data.refs if r.length >= length]
@@ -44,7 +47,8 @@ def pick_contexts(data: EpisodeDataset, n: int, length: int, seed: int) -> tuple
     chosen = [refs[i] for i in np.linspace(0, len(refs) - 1, min(n, len(refs))).round().astype(int)]
     frames, actions = [], []
     for ref in chosen:
-        start = int(rng.integers(0, ref.length - length + 1))
+        last = ref.length - length
+        start = int(rng.integers(min(skip, last), last + 1))
         clip = data.read(ref, start, start + length, fields=("frames", "actions"))
         frames.append(clip["frames"])
         actions.append(clip["actions"])
@@ -64,7 +68,7 @@ def export_world(cfg: ExportConfig, data_dir, run_dir, sampler: SamplerConfig | 
     if data.source.get("action_space") != dit.action_space:
         raise ValueError(f"{data_dir} records {data.source.get('action_space')}, but the dynamics model was trained "
                          f"on {dit.action_space}: export with the data_dir it was trained on")
-    frames, actions = pick_contexts(data, cfg.contexts, cfg.context_frames, cfg.seed)
+    frames, actions = pick_contexts(data, cfg.contexts, cfg.context_frames, cfg.seed, cfg.skip_frames)
     sampler = sampler or from_dict(SamplerConfig, dyn_meta.get("sampler"), "sampler")
     c = vae.cfg.latent_channels
     meta = {

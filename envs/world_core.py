@@ -1,0 +1,121 @@
+"""The batched core behind both world-model envs: a loaded world, its engine, and the checks at the
+boundary (start contexts from reset options, actions). N worlds are stepped by one batched model call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.device import resolve_device
+from worldsim.frames import check_frames, resize_frames
+from worldsim.spaces import action_array_spec, null_action
+from worldsim.world import World, load_world, world_path
+
+from .keymaps import Keymap
+
+
+def resolve_checkpoint(checkpoint: str | Path | None, world: str | None) -> Path:
+    """A world file from an explicit path, or a shipped world's name (default: carracing)."""
+    if checkpoint is not None and world is not None:
+        raise ValueError("give either checkpoint=PATH or world=NAME, not both")
+    if checkpoint is not None:
+        return Path(checkpoint)
+    return world_path(world or "carracing")
+
+
+class WorldCore:
+    """N worlds of one world file on one device. Actions in, uint8 frames, rewards and terminations out."""
+
+    def __init__(
+        self, num_worlds: int, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
+        sampling_steps: int | None = None, guidance: float | None = None, termination_threshold: float = 0.5,
+    ) -> None:
+        if num_worlds < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_worlds}")
+        if not 0.0 < termination_threshold <= 1.0:
+            raise ValueError(f"termination_threshold must be in (0, 1], got {termination_threshold}")
+        self.device = resolve_device(device)
+        self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device)
+        sampler = self.world.sampler
+        if sampling_steps is not None:
+            if not 1 <= sampling_steps <= 8:
+                raise ValueError(f"sampling_steps must be 1..8, got {sampling_steps}")
+            sampler = dataclasses.replace(sampler, steps=int(sampling_steps))
+        if guidance is not None:
+            sampler = dataclasses.replace(sampler, guidance=float(guidance))
+        self.n, self.threshold = num_worlds, termination_threshold
+        self.sim = self.world.simulator(num_worlds, sampler)
+        self.action_space = self.world.action_space
+        self.action_shape, self.action_dtype = action_array_spec(self.action_space)
+        self.keymap = Keymap.from_dict(self.world.source["keymap"]) if "keymap" in self.world.source else None
+        self.model_ms = 0.0
+
+    @property
+    def sampler(self):
+        return self.sim.sampler
+
+    def seed(self, seed: int) -> None:
+        self.sim.seed(seed)
+
+    def context(self, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Reset options -> (frames uint8 (T, H, W, 3), actions (T[, ...]), where from).
+
+        ``options["frames"]``: a clip (T, H, W, 3) or one image (H, W, 3) of any size (resized);
+        ``options["actions"]``: the T actions that led to them (default: the null action).
+        Without frames, one of the world's start contexts is chosen with ``rng``."""
+        options = dict(options or {})
+        unknown = set(options) - {"frames", "actions", "reset_mask"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; use 'frames' (an image or clip) and 'actions'")
+        w = self.world
+        if "frames" not in options:
+            if "actions" in options:
+                raise ValueError("reset option 'actions' needs 'frames' (the context they led to)")
+            i = int(rng.integers(len(w.context_frames)))
+            return w.context_frames[i], w.context_actions[i], i
+        raw = options["frames"]
+        try:
+            frames = check_frames(np.asarray(raw), "reset option 'frames'")
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{e}; give one RGB image (H, W, 3) or a clip (T, H, W, 3), dtype uint8, any size") from None
+        frames = resize_frames(frames, w.frame_size)
+        window = w.dit.cfg.window
+        if "actions" in options and options["actions"] is not None:
+            actions = np.asarray(options["actions"])
+            want = (len(frames), *self.action_shape)
+            if actions.shape != want:
+                raise ValueError(f"reset option 'actions' must have shape {want} (one action per context frame), "
+                                 f"got {actions.shape}")
+            actions = actions.astype(self.action_dtype)
+        else:
+            actions = np.stack([null_action(self.action_space)] * len(frames))
+        return frames[-window:], actions[-window:], "options"
+
+    def start(self, worlds: np.ndarray, contexts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(Re)start ``worlds`` (indices) from their contexts -> their first frames uint8 (n, H, W, 3)."""
+        full = len(worlds) == self.n and not self.sim.ready
+        lengths = {len(f) for f, _ in contexts}
+        if len(lengths) == 1:  # one batched prefill
+            frames = np.stack([f for f, _ in contexts])
+            actions = np.stack([a for _, a in contexts])
+            return self.sim.prefill(frames, actions, None if full else worlds)
+        if full:  # different lengths on the first start: start all with the first context, then restart the rest
+            f0, a0 = contexts[0]
+            self.sim.prefill(np.stack([f0] * self.n), np.stack([a0] * self.n))
+        return np.concatenate([self.sim.prefill(f[None], a[None], [w]) for w, (f, a) in zip(worlds, contexts, strict=True)])
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """actions (N[, ...]) -> frames uint8 (N, H, W, 3), rewards float32 (N,), terminated bool (N,),
+        termination probabilities float32 (N,)."""
+        start = time.perf_counter()
+        a = torch.as_tensor(np.asarray(actions, dtype=self.action_dtype).reshape(self.n, *self.action_shape))
+        frames, rewards, probs = self.sim.step(a)
+        rewards, probs = rewards.cpu().numpy().astype(np.float32), probs.cpu().numpy().astype(np.float32)
+        self.model_ms = 1e3 * (time.perf_counter() - start)
+        return frames, rewards, probs >= self.threshold, probs

@@ -1,0 +1,102 @@
+"""``WorldModelEnv``: a trained world as a Gymnasium env (``gymnasium.make("worldsim/CarRacing-v0")``).
+
+Observations are the generated frames (uint8 (H, W, 3), fresh arrays); actions are
+the source env's; rewards and terminations are the model's predictions. ``reset``
+starts from one of the world's start contexts, or from any image or clip given as
+``options={"frames": ...}`` (image-to-world).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from .world_core import WorldCore
+
+
+class WorldModelEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
+
+    def __init__(
+        self, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
+        sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
+        termination_threshold: float = 0.5, render_mode: str | None = None, render_scale: int = 8,
+    ) -> None:
+        """checkpoint: a world file (or world: a shipped world's name; default carracing); device:
+        auto | cpu | cuda; sampling_steps (1-8) and guidance override the world's sampler; the episode is
+        truncated after max_episode_steps (default: the source env's limit); predicted termination
+        probabilities at or above termination_threshold end the episode."""
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.core = WorldCore(1, checkpoint, world, device, sampling_steps, guidance, termination_threshold)
+        w = self.core.world
+        self.metadata = dict(self.metadata, render_fps=w.fps)
+        self.render_mode, self.render_scale = render_mode, render_scale
+        self.observation_space = spaces.Box(0, 255, (w.frame_size, w.frame_size, 3), np.uint8)
+        self.action_space = self.core.action_space
+        self.max_episode_steps = int(max_episode_steps or w.source.get("max_episode_steps") or 1000)
+        self._frame: np.ndarray | None = None
+        self._steps = 0
+        self._window = None
+
+    @property
+    def world(self):
+        return self.core.world
+
+    @property
+    def model_ms(self) -> float:
+        """Wall time of the last step's model call (generation + decode), in ms."""
+        return self.core.model_ms
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        # The model's noise follows the env's seed: seeded resets replay exactly (on CPU).
+        self.core.seed(int(self.np_random.integers(2**62)))
+        frames, actions, origin = self.core.context(self.np_random, options)
+        self._frame = self.core.start(np.array([0]), [(frames, actions)])[0]
+        self._steps = 0
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), {"context": origin, "context_frames": len(frames)}
+
+    def step(self, action):
+        if self._frame is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        if not self.action_space.contains(np.asarray(action) if not np.isscalar(action) else action):
+            raise ValueError(f"invalid action {action!r}: expected an element of {self.action_space}")
+        frames, rewards, terminated, probs = self.core.step(np.asarray(action)[None])
+        self._frame = frames[0]
+        self._steps += 1
+        truncated = self._steps >= self.max_episode_steps
+        info = {"termination_prob": float(probs[0])}  # deterministic; timing is in self.model_ms
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), float(rewards[0]), bool(terminated[0]), truncated, info
+
+    def render(self):
+        if self._frame is None:
+            return None
+        if self.render_mode == "rgb_array":
+            return self._frame.copy()
+        if self.render_mode == "human":
+            if self._window is None:
+                from .window import Window
+
+                self._window = Window(f"worldsim: {self.world.name}", self._frame.shape[:2], self.render_scale)
+            self._window.show(self._frame)
+        return None
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], Any]:
+        """Pygame key codes -> actions, from the world's keymap (for ``gymnasium.utils.play.play``)."""
+        if self.core.keymap is None:
+            raise ValueError(f"{self.world.name} has no keymap")
+        return self.core.keymap.keys_to_action()
+
+    def close(self):
+        if self._window is not None:
+            self._window.close()
+            self._window = None
