@@ -23,3 +23,23 @@ class RandomPolicy:
         if self.last is None or self.rng.random() >= self.repeat_prob:
             self.last = self.space.sample()
         return self.last
+
+
+class ScriptedPolicy:
+    """A fixed, repeating drive through a keymap: each bound action held for ``hold`` frames, with the
+    default action (e.g. gas for CarRacing's up key) in between. Shows every key's effect in a video."""
+
+    def __init__(self, actions: list, hold: int = 12, default=0, between: int = 12) -> None:
+        self.plan = []
+        for a in actions:
+            self.plan += [default] * between + [a] * hold
+        self.plan = self.plan or [default]
+        self.t = 0
+
+    def reset(self, env=None) -> None:
+        self.t = 0
+
+    def __call__(self, obs):
+        a = self.plan[self.t % len(self.plan)]
+        self.t += 1
+        return a

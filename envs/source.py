@@ -108,3 +108,11 @@ class SourceWorld:
             "max_episode_steps": c.max_episode_steps,
             "keymap": self.keymap(env).to_dict(),
         }
+
+
+def source_world(source: dict[str, Any]) -> SourceWorld:
+    """The real env behind a dataset or world file, from its stored source description."""
+    names = {f for f in WorldConfig.__dataclass_fields__}
+    cfg = WorldConfig(**{k: v for k, v in source.items() if k in names and k != "name"})
+    cfg.name = source.get("world", cfg.name)
+    return SourceWorld(cfg)

@@ -20,14 +20,14 @@ class Window:
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         self.pygame = pygame
         self.scale = scale
-        pygame.display.init()
-        pygame.font.init()
         h, w = frame_size
         try:
+            pygame.display.init()
             self.screen = pygame.display.set_mode((w * scale, h * scale))
         except pygame.error as e:
             pygame.display.quit()
             raise NoDisplayError(f"cannot open a window ({e})") from None
+        pygame.font.init()
         pygame.display.set_caption(title)
         self.font = pygame.font.Font(None, max(18, 3 * scale))
 

@@ -1,0 +1,100 @@
+"""Play a world with the keyboard: python play.py [--world NAME | --checkpoint PATH] [--real | --compare].
+
+Keys: the world's keymap (CarRacing: arrows), Esc quit, R reset, P pause, H HUD,
+F9 record on/off (episode shard + mp4), F12 screenshot, [ ] sampling steps, - = guidance.
+Without a display: python play.py --headless --frames 300 --record out.mp4 --policy scripted
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python play.py", description=__doc__.splitlines()[0])
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--world", help="a shipped world by name (default: carracing)")
+    which.add_argument("--checkpoint", help="a world file made by `python train.py stage=export`")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--real", action="store_true", help="play the real source env with the same keys (and record it)")
+    mode.add_argument("--compare", action="store_true", help="the real env and the world model side by side, same keys")
+    p.add_argument("--headless", action="store_true", help="no window: a policy plays and --record writes the video")
+    p.add_argument("--frames", type=int, default=300, help="frames to run headless")
+    p.add_argument("--record", help="headless: write the frames shown to this mp4")
+    p.add_argument("--policy", choices=["random", "scripted"], default="scripted", help="headless: who plays")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
+    p.add_argument("--steps", type=int, help="sampling steps (1-8; default: the world's)")
+    p.add_argument("--guidance", type=float, help="action guidance scale (default: the world's)")
+    p.add_argument("--fps", type=float, help="frame rate to keep (default: the world's)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first start (default: random)")
+    p.add_argument("--record-dir", default="recordings", help="where F9 recordings go (one folder per world)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    import numpy as np
+
+    from envs.game import Game, Side, write_video
+    from envs.keymaps import Keymap
+    from envs.policies import RandomPolicy, ScriptedPolicy
+    from envs.source import source_world
+    from envs.window import NoDisplayError, Window
+    from envs.world_env import WorldModelEnv
+    from worldsim.checkpoint import CheckpointError
+    from worldsim.device import resolve_device
+
+    try:
+        model = WorldModelEnv(args.checkpoint, args.world, args.device, args.steps, args.guidance)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    world = model.world
+    sides = []
+    if args.real or args.compare:
+        try:
+            sw = source_world(world.source)
+            real_env = sw.make_env()
+        except Exception as e:  # the real env needs its own extras (box2d, ale-py)
+            print(f"error: cannot make the real env {world.source.get('env_id')!r}: {e}", file=sys.stderr)
+            return 2
+        sides.append(Side("real " + world.source.get("env_id", ""), real_env, sw.describe(real_env)))
+    if not args.real:
+        sides.append(Side(f"world model ({world.name})", model, world.source))
+    else:
+        model.close()
+    keymap = Keymap.from_dict(world.source["keymap"])
+    fps = args.fps or world.fps
+    device = str(resolve_device(args.device))
+    policy = None
+    if args.headless:
+        if args.policy == "random":
+            policy = RandomPolicy(sides[0].env.action_space, np.random.default_rng(args.seed))
+        else:
+            policy = ScriptedPolicy([a for _, a in keymap.bindings], default=keymap.default)
+    window = None
+    if not args.headless:
+        try:
+            window = Window(f"worldsim: {world.name}", (world.frame_size, world.frame_size * len(sides)), args.scale)
+        except NoDisplayError as e:
+            print(f"error: {e}. On a machine without a display use --headless "
+                  "(e.g. python play.py --headless --frames 300 --record out.mp4)", file=sys.stderr)
+            return 2
+    game = Game(sides, keymap, fps, window, policy, record_dir=args.record_dir, seed=args.seed, device=device)
+    video = [] if args.record else None
+    try:
+        game.run(args.frames if args.headless else None, video)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        game.close()
+    if args.record and video:
+        out = write_video(args.record, video, fps)
+        print(f"wrote {out} ({len(video)} frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
