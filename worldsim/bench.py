@@ -1,12 +1,15 @@
-"""Benchmarks that print figures (never asserted in tests).
+"""Benchmarks that print a table of figures and write it as JSON (never asserted in tests).
 
-    python -m worldsim.bench [--vae runs/carracing/vae.safetensors] [--threads N] [--iters N] [--json out.json]
+    python -m worldsim.bench [--world checkpoints/carracing.safetensors] [--json bench.json] [--smoke]
 
-Figures: streaming VAE decode of one frame (the part of every interactive step
-that turns the new latent frame into pixels) and encode of a one-frame clip;
-with ``--engine``: the DiT step with the windowed KV cache vs recomputing the
-whole window per frame, and the per-frame time at frame 50 vs frame N of one
-rollout (with process memory at both).
+Sections (``--only a,b``): ``decode`` (streaming VAE decode of one frame, encode of one),
+``interactive`` (one world: model step + streaming decode, p50/p99 ms and fps, for the
+default world and a larger config), ``engine`` (KV cache vs recomputing the window at
+W = 16; frame 50 vs frame N of one rollout, with memory at both), ``vector`` (the
+vector env's world-steps/s at N = 1, 16, 256, 1024, and a SyncVectorEnv of 16 single
+envs), ``train`` (dynamics training frames/s; on CUDA also model FLOP utilisation
+against the measured bf16 matmul rate). Weights are random unless ``--world`` is
+given: speed does not depend on them.
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ import argparse
 import copy
 import json
 import platform
+import resource
+import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from .engine.kv_cache import KVCache
 from .models.causal_conv import StreamCache
 from .models.dit import DiT, DiTConfig
-from .models.vae import CausalVAE, VAEConfig, load_vae
+from .models.vae import CausalVAE, VAEConfig
+from .world import load_world
 
 
 def _percentiles(times: list[float]) -> dict[str, float]:
@@ -44,7 +53,7 @@ def bench_vae(vae: CausalVAE, iters: int = 200, warmup: int = 20) -> dict[str, f
         times.append(time.perf_counter() - t)
     x = torch.zeros(1, 1, 3, cfg.image_size, cfg.image_size)
     enc = []
-    for i in range(iters // 4 + warmup):
+    for i in range(max(1, iters // 4) + warmup):
         t = time.perf_counter()
         vae.encode(x)
         if i >= warmup:
@@ -109,37 +118,237 @@ def bench_engine(cfg: DiTConfig, steps: int = 2, long: int = 5000, iters: int = 
     }
 
 
+LARGE = {"dim": 384, "depth": 12, "heads": 6}
+"""The 'larger config' of the interactive benchmark: about 4x the default DiT's parameters."""
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def random_world(path: Path, dit_cfg: DiTConfig, vae_cfg: VAEConfig | None = None, device="cpu") -> Path:
+    """A world file with random weights and random start contexts (for timing only)."""
+    from .engine.simulator import SamplerConfig
+    from .world import save_world
+
+    torch.manual_seed(0)
+    vae = CausalVAE(vae_cfg or VAEConfig())
+    dit = DiT(dit_cfg, {"type": "Discrete", "n": 5, "start": 0})
+    rng = np.random.default_rng(0)
+    s = vae.cfg.image_size
+    source = {"world": "bench", "env_id": "bench", "fps": 50.0, "frame_size": s, "action_space": dit.action_space,
+              "max_episode_steps": 10**9, "keymap": {"name": "bench", "bindings": [], "default": 0}}
+    return save_world(path, vae, dit, source=source, sampler=SamplerConfig(), latent_mean=torch.zeros(vae.cfg.latent_channels),
+                      latent_std=torch.ones(vae.cfg.latent_channels), context_frames=rng.integers(0, 256, (2, 4, s, s, 3), dtype=np.uint8),
+                      context_actions=np.zeros((2, 4), np.int64), weights_dtype=None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_interactive(world_path: Path, device: torch.device, steps: int | None, iters: int, warmup: int = 10) -> dict[str, float]:
+    """One world, as play.py runs it: a step = sampling + cache commit + streaming decode + copy to the host."""
+    world = load_world(world_path, device)
+    sampler = replace(world.sampler, steps=steps) if steps else world.sampler
+    sim = world.simulator(1, sampler)
+    sim.prefill(world.context_frames[:1], world.context_actions[:1])
+    a = torch.zeros(1, dtype=torch.long, device=device)
+    times = []
+    for i in range(warmup + iters):
+        _sync(device)
+        t = time.perf_counter()
+        sim.step(a)  # returns uint8 numpy frames: includes the device -> host copy
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    p = _percentiles(times)
+    return {**p, "fps": 1e3 / p["p50_ms"], "sampling_steps": sampler.steps,
+            "dit_params_M": sum(x.numel() for x in world.dit.parameters()) / 1e6}
+
+
+def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters: int, sync_n: int = 16) -> dict[str, float]:
+    """World-steps/s of the vector env at each N, and a SyncVectorEnv of ``sync_n`` single envs for comparison."""
+    import gymnasium as gym
+
+    from . import registration
+
+    registration.register_envs()
+    out: dict[str, float] = {}
+
+    def rate(env, n: int, k: int) -> float:
+        env.reset(seed=0)
+        act = np.zeros(n, dtype=np.int64)
+        env.step(act)
+        t = time.perf_counter()
+        for _ in range(k):
+            env.step(act)
+        return n * k / (time.perf_counter() - t)
+
+    for n in sizes:
+        env = gym.make_vec("worldsim/World-v0", num_envs=n, vectorization_mode="vector_entry_point",
+                           checkpoint=str(world_path), device=str(device), max_episode_steps=10**9)
+        out[f"world_steps_per_s_N{n}"] = rate(env, n, max(2, iters // max(1, n // 16)))
+        out[f"peak_rss_mib_after_N{n}"] = _peak_rss_mib()
+        if device.type == "cuda":
+            out[f"cuda_peak_mib_N{n}"] = torch.cuda.max_memory_allocated(device) / 2**20
+        env.close()
+    if sync_n:
+        sync = gym.make_vec("worldsim/World-v0", num_envs=sync_n, vectorization_mode="sync", checkpoint=str(world_path),
+                            device=str(device), max_episode_steps=10**9)
+        out[f"sync_vector_world_steps_per_s_N{sync_n}"] = rate(sync, sync_n, max(2, iters // 4))
+        sync.close()
+        if f"world_steps_per_s_N{sync_n}" in out:
+            out[f"native_over_sync_N{sync_n}"] = out[f"world_steps_per_s_N{sync_n}"] / out[f"sync_vector_world_steps_per_s_N{sync_n}"]
+    return out
+
+
+def matmul_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> float:
+    """Measured bf16 matmul rate (the denominator of model FLOP utilisation)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * iters / (time.perf_counter() - t) / 1e12
+
+
+def train_flops_per_frame(cfg: DiTConfig) -> float:
+    """Forward + backward FLOPs per frame of a training clip: 6 x (weight multiply-adds per token) x tokens,
+    plus attention (QK^T and AV over at most a window of frames, forward and backward)."""
+    d, h = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
+    per_token = cfg.depth * (4 * d * d + 2 * d * h) + 2 * d * cfg.latent_channels * cfg.patch_size**2
+    tokens = cfg.tokens_per_frame
+    attn = cfg.depth * 2 * 2 * tokens * (cfg.window * tokens) * d  # fwd: QK^T and AV
+    return 6 * per_token * tokens + 3 * attn
+
+
+def bench_train(dit_cfg: DiTConfig, vae_cfg: VAEConfig, device: torch.device, iters: int, batch: int = 8, clip: int = 16,
+                precision: str = "auto") -> dict[str, float]:
+    """Dynamics training throughput on random frames (VAE encode + DiT forward/backward + AdamW + EMA)."""
+    from .training.dynamics_trainer import DynamicsTrainConfig, LatentEncoder, clip_loss
+    from .training.ema import EMA
+    from .training.loop import autocast_dtype
+
+    torch.manual_seed(0)
+    cfg = DynamicsTrainConfig(batch_size=batch, clip_length=clip, precision=precision)
+    vae = CausalVAE(vae_cfg)
+    encode = LatentEncoder(vae, {}, device)
+    dit = DiT(dit_cfg, {"type": "Discrete", "n": 5, "start": 0}).to(device)
+    ema = EMA(dit).to(device)
+    opt = torch.optim.AdamW(dit.parameters(), lr=1e-4)
+    amp = autocast_dtype(device, precision)
+    gen = torch.Generator().manual_seed(0)
+    s = vae_cfg.image_size
+    data = {"frames": torch.randint(0, 256, (batch, clip, s, s, 3), dtype=torch.uint8),
+            "actions": torch.randint(0, 5, (batch, clip)), "rewards": torch.randn(batch, clip),
+            "terminated": torch.zeros(batch, clip, dtype=torch.bool), "start": torch.ones(batch, dtype=torch.long)}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step():
+        loss, _ = clip_loss(dit, encode, data, cfg, gen, device, amp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(dit)
+
+    for _ in range(2):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _sync(device)
+    secs = (time.perf_counter() - t) / iters
+    out = {"train_frames_per_s": batch * clip / secs, "train_step_ms": 1e3 * secs, "peak_rss_mib": _peak_rss_mib(),
+           "batch": batch, "clip_length": clip}
+    if device.type == "cuda":
+        achieved = train_flops_per_frame(dit_cfg) * batch * clip / secs / 1e12
+        peak = matmul_tflops(device)
+        out.update(cuda_peak_mib=torch.cuda.max_memory_allocated(device) / 2**20, achieved_tflops=achieved,
+                   bf16_matmul_tflops=peak, mfu=achieved / peak)
+    return out
+
+
+SECTIONS = ("decode", "interactive", "engine", "vector", "train")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m worldsim.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--vae", help="a VAE checkpoint; default: the default VAE config with random weights")
+    p.add_argument("--world", help="a world file (default: the default world's configs with random weights)")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--iters", type=int, default=200)
-    p.add_argument("--json", help="also write the results here")
-    p.add_argument("--engine", action="store_true", help="also benchmark the DiT step (KV cache vs recompute, frame 50 vs N)")
+    p.add_argument("--iters", type=int, default=100, help="timed iterations per figure")
     p.add_argument("--frames", type=int, default=5000, help="rollout length for the late-frame timing")
-    p.add_argument("--dit", default="dim=192,depth=6,heads=4,window=16",
-                   help="DiT config as key=value pairs (default: the default world's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the world's)")
+    p.add_argument("--sizes", default="1,16,256,1024", help="vector env sizes N")
+    p.add_argument("--dit", default="", help="DiT config overrides as key=value pairs, e.g. dim=256,depth=8")
+    p.add_argument("--smoke", action="store_true", help="tiny configs and a few iterations: checks the benchmark runs")
+    p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    from .device import resolve_device
+
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    vae = load_vae(args.vae)[0] if args.vae else CausalVAE(VAEConfig()).eval()
-    result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
-        "vae": args.vae or "default config (random weights)",
-        **bench_vae(vae, args.iters),
-    }
-    if args.engine:
-        kw = {k: type(getattr(DiTConfig, k))(v) for k, v in (x.split("=") for x in args.dit.split(",") if x)}
-        result["dit"] = args.dit
-        result.update(bench_engine(DiTConfig(**kw), long=args.frames, iters=max(5, args.iters // 10)))
-    width = max(map(len, result))
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    sections = [x for x in args.only.split(",") if x]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    kw = {k: type(getattr(DiTConfig, k))(v) for k, v in (x.split("=") for x in args.dit.split(",") if x)}
+    dit_cfg, vae_cfg, large = DiTConfig(**kw), VAEConfig(), DiTConfig(**{**kw, **LARGE})
+    iters, frames, sizes = args.iters, args.frames, [int(n) for n in args.sizes.split(",")]
+    if args.smoke:
+        vae_cfg = VAEConfig(encoder_channels=(8, 16, 16), decoder_channels=(8, 16, 16), norm_groups=4, latent_channels=4)
+        dit_cfg = DiTConfig(latent_channels=4, patch_size=4, dim=32, depth=2, heads=2, window=4)
+        large = replace(dit_cfg, dim=64)
+        iters, frames, sizes = 3, 60, [1, 4]
+    result: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                                "torch": torch.__version__, "device": str(device),
+                                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+                    "date": time.strftime("%Y-%m-%d")}
+    tmp = tempfile.TemporaryDirectory()
+    world_path = Path(args.world) if args.world else random_world(Path(tmp.name) / "default.safetensors", dit_cfg, vae_cfg)
+    if args.world:
+        w = load_world(world_path)
+        dit_cfg, vae_cfg, large = w.dit.cfg, w.vae.cfg, replace(w.dit.cfg, **LARGE)
+    result["world"] = str(args.world or f"random weights, DiT {dit_cfg.dim}x{dit_cfg.depth}")
+    if "decode" in sections:
+        vae = load_world(world_path).vae if args.world else CausalVAE(vae_cfg).eval()
+        result["decode"] = bench_vae(vae, iters, warmup=5)
+    if "interactive" in sections:
+        result["interactive"] = bench_interactive(world_path, device, args.steps, iters)
+        large_path = random_world(Path(tmp.name) / "large.safetensors", large, vae_cfg)
+        result["interactive_large"] = {"dit": f"dim={large.dim},depth={large.depth},heads={large.heads}",
+                                       **bench_interactive(large_path, device, args.steps, max(3, iters // 2))}
+    if "engine" in sections:
+        result["engine"] = bench_engine(dit_cfg, long=frames, iters=max(5, iters // 5))
+    if "vector" in sections:
+        result["vector"] = bench_vector(world_path, device, sizes, max(2, iters // 10), sync_n=4 if args.smoke else 16)
+    if "train" in sections:
+        result["train"] = bench_train(dit_cfg, vae_cfg, device, max(2, iters // 20), *((2, 4) if args.smoke else (8, 16)))
+    tmp.cleanup()
+    print_table(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def print_table(result: dict) -> None:
+    for section, values in result.items():
+        if not isinstance(values, dict):
+            print(f"{section}: {values}")
+            continue
+        print(f"[{section}]")
+        width = max(map(len, values))
+        for k, v in values.items():
+            print(f"  {k:<{width}}  {v:.3f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
 
 
 if __name__ == "__main__":

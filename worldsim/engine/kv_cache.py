@@ -2,7 +2,8 @@
 
 Frame t of a world lives in slot ``t % W``. When frame t is generated it attends
 to the slots holding frames t-W+1 .. t-1 (the window, minus itself) and to its own
-fresh keys. Shapes never change and nothing reads a tensor value on the host, so a
+fresh keys, which are written to one extra scratch slot after the W slots — so a step
+attends over the buffer in place instead of concatenating a copy of it per layer. Shapes never change and nothing reads a tensor value on the host, so a
 step costs the same at frame 50 and frame 5,000 and can be captured in a graph.
 """
 
@@ -19,7 +20,7 @@ class KVCache(nn.Module):
     ) -> None:
         super().__init__()
         self.window, self.tokens = window, tokens
-        shape = (depth, batch, heads, window * tokens, head_dim)
+        shape = (depth, batch, heads, (window + 1) * tokens, head_dim)  # W slots + the scratch slot
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         # Frame index held by each slot of each world; a very negative index means empty.
@@ -41,11 +42,11 @@ class KVCache(nn.Module):
         self.slot_frame[worlds] = other.slot_frame
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of layer i: (B, H, W*L, hd) each."""
+        """Keys and values of layer i, scratch slot last: (B, H, (W+1)*L, hd) each."""
         return self.k[i], self.v[i]
 
     def attention_mask(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, 1, L, W*L + L) bool for frame t (B,): past slots inside the window, then the frame itself."""
+        """(B, 1, L, (W+1)*L) bool for frame t (B,): past slots inside the window, then the frame itself (scratch)."""
         f = self.slot_frame
         valid = (f < t[:, None]) & (f > (t - self.window)[:, None])  # (B, W)
         valid = valid[:, :, None].expand(-1, -1, self.tokens).reshape(len(t), -1)

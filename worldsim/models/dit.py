@@ -40,9 +40,9 @@ class DiTConfig:
     """h = w of the VAE latents."""
     patch_size: int = 2
     """Spatial patch p (the temporal patch is 1: generation is frame by frame)."""
-    dim: int = 256
+    dim: int = 192
     """Token width."""
-    depth: int = 8
+    depth: int = 6
     """Transformer blocks."""
     heads: int = 4
     """Attention heads (head_dim = dim / heads, a multiple of 8)."""
@@ -126,13 +126,20 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(dim // heads)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """x (B, S, D); cos/sin for these S tokens; mask (B|1, 1, S, P + S) bool, True = attend;
-        past: keys/values (B, H, P, hd) of earlier tokens. Returns (out (B, S, D), (k, v) of these tokens)."""
+    def forward(self, x, cos, sin, mask, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x (B, S, D); cos/sin for these S tokens; mask (B|1, 1, S, P + S) bool, True = attend.
+        cache: key/value buffers (B, H, P + S, hd) whose last S positions are scratch: these tokens' keys and
+        values are written there and attention runs over the buffers in place.
+        Returns (out (B, S, D), (k, v) of these tokens)."""
         q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.heads)
         q = apply_rotary(self.q_norm(q), cos, sin)
         k = apply_rotary(self.k_norm(k), cos, sin)
-        kk, vv = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        kk, vv = k, v
+        if cache is not None:
+            kk, vv = cache
+            s = k.shape[2]
+            kk[:, :, -s:] = k
+            vv[:, :, -s:] = v
         out = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
         return self.proj(rearrange(out, "b h s d -> b s (h d)")), (k, v)
 
@@ -151,7 +158,7 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x, cond, cos, sin, mask, past=None):
+    def forward(self, x, cond, cos, sin, mask, cache=None):
         """x (B, T*L, D); cond (B, T, D) per-frame conditioning -> (x, (k, v)).
 
         The modulation is computed once per frame and broadcast over the frame's L tokens
@@ -160,7 +167,7 @@ class Block(nn.Module):
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(cond))[:, :, None].chunk(6, dim=-1)  # (B, T, 1, D) each
         frames = partial(rearrange, pattern="b (t l) d -> b t l d", t=t)
         tokens = partial(rearrange, pattern="b t l d -> b (t l) d")
-        h, kv = self.attn(tokens(frames(self.norm1(x)) * (1 + sc1) + sh1), cos, sin, mask, past)
+        h, kv = self.attn(tokens(frames(self.norm1(x)) * (1 + sc1) + sh1), cos, sin, mask, cache)
         x = x + tokens(g1 * frames(h))
         x = x + tokens(g2 * frames(self.mlp(tokens(frames(self.norm2(x)) * (1 + sc2) + sh2))))
         return x, kv
