@@ -1,4 +1,4 @@
-"""worldsim training entry: python train.py [world=NAME] stage=collect|vae|dynamics|export|video [overrides].
+"""worldsim training entry: python train.py [world=NAME] stage=collect|vae|dynamics|export|eval|video [overrides].
 
 Multi-GPU / multi-node: launch the vae or dynamics stage with torchrun, e.g.
   torchrun --nproc_per_node=8 train.py stage=dynamics
@@ -8,12 +8,14 @@ Stages (each resumes where a previous run of it stopped):
   collect  record episodes of the real env with its data policy into data_dir
   vae      train the causal VAE on them; writes run_dir/vae.safetensors
   dynamics train the diffusion-forcing DiT on VAE latents; writes run_dir/dynamics.safetensors
+  eval     fidelity against the real env on held-out seeds (checkpoint=PATH): eval.out/report.json, plots, mp4
   export   one world file (both networks, config, action space, keymap, start contexts): export.out
   video    export one dataset episode as an mp4 (video.episode=N)
 """
 
 from __future__ import annotations
 
+import json
 import signal
 
 import hydra
@@ -97,6 +99,14 @@ def run_stage(cfg: DictConfig) -> None:
         sampler = from_dict(SamplerConfig, _plain(cfg.sampler), "sampler")
         out = export_world(export_cfg, cfg.data_dir, cfg.run_dir, sampler)
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): play it with `python play.py --checkpoint {out}`")
+    elif stage == "eval":
+        from envs.evaluation import EvalConfig, evaluate_world
+
+        eval_cfg = from_dict(EvalConfig, _plain(cfg.eval), "eval")
+        report = evaluate_world(cfg.checkpoint, eval_cfg)
+        print(json.dumps({k: report[k] for k in ("fidelity_by_horizon", "warp_error", "controllability",
+                                                 "reward_termination", "goals")}, indent=1))
+        print(f"wrote {eval_cfg.out}/report.json, psnr_by_horizon.png, long_horizon.png, side_by_side.mp4")
     elif stage == "video":
         from worldsim.data.dataset import EpisodeDataset
         from worldsim.video import write_mp4
@@ -109,7 +119,7 @@ def run_stage(cfg: DictConfig) -> None:
         out = write_mp4(cfg.video.out, ep.frames, data.source.get("fps", 30), scale=cfg.video.scale)
         print(f"wrote {out} ({len(ep)} frames)")
     else:
-        raise SystemExit(f"unknown stage={stage!r}; use collect, vae, dynamics, export or video")
+        raise SystemExit(f"unknown stage={stage!r}; use collect, vae, dynamics, export, eval or video")
 
 
 if __name__ == "__main__":

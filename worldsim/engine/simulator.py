@@ -94,7 +94,10 @@ class Simulator:
                              else f"context has {n} worlds, but {len(idx)} worlds are to be started")
         if worlds is not None and not self.ready:
             raise RuntimeError("the first prefill starts all worlds (worlds=None); later ones may restart some")
-        z = (self.vae.encode(to_model(frames, self.device)) - self.mean) / self.std  # (N, T, C, h, w)
+        # Encode a few worlds at a time: a batch of 256 contexts at once would hold gigabytes of activations.
+        chunk = max(1, 64 // max(1, t))
+        z = torch.cat([self.vae.encode(to_model(frames[i : i + chunk], self.device)) for i in range(0, n, chunk)])
+        z = (z - self.mean) / self.std  # (N, T, C, h, w)
         null = actions is None
         if null:
             actions = torch.zeros(n, t, *self.action_shape, device=self.device, dtype=self.action_dtype)

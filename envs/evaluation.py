@@ -1,0 +1,239 @@
+"""Fidelity of a world against its real env (``python train.py world=NAME stage=eval checkpoint=PATH``).
+
+Real trajectories are played fresh with the world's data policy on held-out seeds
+(tracks never seen in training); the world model replays the same actions from the
+same start. Written to ``out``: ``report.json``, ``psnr_by_horizon.png``,
+``long_horizon.png`` and ``side_by_side.mp4`` (real | generated).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.device import resolve_device
+from worldsim.frames import to_model
+from worldsim.inverse_dynamics import accuracy, train_inverse_dynamics, transitions
+from worldsim.metrics import frame_activity, histogram_distance, psnr_frames, ssim_frames, warp_error
+from worldsim.video import write_mp4
+from worldsim.world import World, load_world
+
+from .collect import run_episode
+from .source import source_world
+
+
+@dataclass
+class EvalConfig:
+    """What the evaluation measures (``eval.*`` overrides)."""
+
+    out: str = "runs/world/eval"
+    """Folder for the report, plots and video."""
+    episodes: int = 8
+    """Held-out real episodes for the open-loop fidelity figures."""
+    context: int = 8
+    """Real frames given as context before generation."""
+    horizons: tuple[int, ...] = (1, 4, 16, 64)
+    """Open-loop horizons (frames after the context) at which PSNR and SSIM are reported."""
+    skip: int = 50
+    """Frames of each episode skipped before the context (CarRacing zooms in for 50)."""
+    long_frames: int = 5000
+    """Length of the long-horizon rollout (actions from real episodes of the data policy)."""
+    segment: int = 500
+    """Segment length for the long-horizon statistics."""
+    idm_steps: int = 400
+    """Training steps of the inverse-dynamics classifier (on the long run's real transitions)."""
+    seed: int = 1_000_003
+    """Base seed of the held-out episodes (collection uses 0 by default)."""
+    device: str = "auto"
+    """Device of the world model."""
+
+
+def _real_run(world: World, frames_needed: int, episodes: int, seed: int) -> list:
+    """Episodes of the real env under the data policy, each at most ``frames_needed`` frames (0: full)."""
+    source = dict(world.source)
+    if frames_needed:
+        source["max_episode_steps"] = frames_needed - 1
+    sw = source_world(source)
+    env = sw.make_env()
+    try:
+        return [run_episode(sw, env, i, seed) for i in range(episodes)]
+    finally:
+        env.close()
+
+
+@torch.no_grad()
+def _open_loop(world: World, contexts: np.ndarray, context_actions: np.ndarray, actions: np.ndarray, seed: int) -> np.ndarray:
+    """Batched generation: contexts (E, T, H, W, 3), then actions (E, K) -> generated frames (E, K, H, W, 3)."""
+    sim = world.simulator(len(contexts), seed=seed)
+    sim.prefill(contexts, context_actions)
+    out = [sim.step(torch.as_tensor(actions[:, k]))[0] for k in range(actions.shape[1])]
+    return np.stack(out, 1)
+
+
+@torch.no_grad()
+def _teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reward and termination probability the model predicts for each real frame, given the real past
+    (windows of W real frames at the context noise level). -> (T,), (T,)"""
+    from worldsim.engine.simulator import symexp
+
+    dev = world.device
+    w = world.dit.cfg.window
+    rewards, dones = np.zeros(len(frames), np.float32), np.zeros(len(frames), np.float32)
+    mean, std = world.latent_mean.to(dev).view(1, 1, -1, 1, 1), world.latent_std.to(dev).view(1, 1, -1, 1, 1)
+    level = world.sampler.context_level
+    for s in range(0, len(frames), w):
+        e = min(len(frames), s + w)
+        z = (world.vae.encode(to_model(frames[s:e][None], dev)) - mean) / std
+        z = (1 - level) * z  # the context level's expected signal, without its noise
+        lv = torch.full(z.shape[:2], level, device=dev)
+        a = torch.as_tensor(actions[s:e][None], device=dev)
+        null = torch.zeros(z.shape[:2], dtype=torch.bool, device=dev)
+        null[:, 0] = s == 0
+        _, r, d = world.dit(z.to(next(world.dit.parameters()).dtype), lv, a, null, start=s)
+        rewards[s:e] = symexp(r[0].float()).cpu().numpy()
+        dones[s:e] = torch.sigmoid(d[0].float()).cpu().numpy()
+    return rewards, dones
+
+
+def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
+    """Run every measurement and write the report; returns it."""
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = load_world(checkpoint, resolve_device(cfg.device))
+    horizon = max(cfg.horizons)
+    c = cfg.context
+    if c > world.dit.cfg.window:
+        raise ValueError(f"eval.context={c} exceeds the world's window {world.dit.cfg.window}")
+    # 1. Open-loop fidelity on held-out episodes.
+    need = cfg.skip + c + horizon
+    eps = [e for e in _real_run(world, need, cfg.episodes, cfg.seed) if len(e) >= need]
+    if not eps:
+        raise RuntimeError(f"no held-out episode reached {need} frames; lower eval.horizons or eval.skip")
+    s = cfg.skip
+    real = np.stack([e.frames[s : s + c + horizon] for e in eps])  # (E, c + H, ...)
+    acts = np.stack([e.actions[s : s + c + horizon] for e in eps])
+    gen = _open_loop(world, real[:, :c], acts[:, :c], acts[:, c:], cfg.seed)
+    fidelity = {}
+    for h in cfg.horizons:
+        r, g, last = real[:, c + h - 1], gen[:, h - 1], real[:, c - 1]
+        fidelity[str(h)] = {
+            "psnr": float(psnr_frames(g, r).mean()), "ssim": float(ssim_frames(g, r).mean()),
+            "copy_last_psnr": float(psnr_frames(last, r).mean()), "copy_last_ssim": float(ssim_frames(last, r).mean()),
+        }
+    # 2. Temporal consistency of generated vs real clips.
+    warp_gen = float(np.mean([warp_error(x) for x in gen]))
+    warp_real = float(np.mean([warp_error(x) for x in real[:, c:]]))
+    # 3. Long horizon under the data policy's actions (real episodes played back to back).
+    long_eps, need_long = [], cfg.long_frames + c + s
+    limit = int(world.source.get("max_episode_steps") or 1000) + 1
+    while (have := sum(len(e) for e in long_eps)) < need_long:
+        long_eps += _real_run(world, min(limit, need_long - have + s + 1), 1, cfg.seed + 7919 + len(long_eps))
+    long_real = np.concatenate([e.frames for e in long_eps])[s : s + c + cfg.long_frames]
+    long_acts = np.concatenate([e.actions for e in long_eps])[s : s + c + cfg.long_frames]
+    long_gen = _open_loop(world, long_real[None, :c], long_acts[None, :c], long_acts[None, c:], cfg.seed + 1)[0]
+    segments = []
+    for k in range(0, cfg.long_frames, cfg.segment):
+        g, r = long_gen[k : k + cfg.segment], long_real[c + k : c + k + cfg.segment]
+        segments.append({"start": k, "histogram_distance": histogram_distance(g, r), "warp_error": warp_error(g),
+                         "real_warp_error": warp_error(r), **{f"generated_{a}": b for a, b in frame_activity(g).items()},
+                         **{f"real_{a}": b for a, b in frame_activity(r).items()}})
+    # 4. Action controllability: an inverse-dynamics classifier trained on real transitions.
+    controllability: dict[str, Any] = {}
+    space = world.action_space
+    if hasattr(space, "n"):
+        n = int(space.n)
+        pairs, labels = [], []
+        for e in long_eps:
+            p, a = transitions(e.frames, e.actions - int(space.start))
+            pairs.append(p)
+            labels.append(a)
+        idm = train_inverse_dynamics(np.concatenate(pairs), np.concatenate(labels), n, steps=cfg.idm_steps)
+        def clip_pairs(clips, clip_actions):
+            both = [transitions(x, a - int(space.start)) for x, a in zip(clips, clip_actions, strict=True)]
+            return np.concatenate([p for p, _ in both]), np.concatenate([a for _, a in both])
+
+        rp, ra = clip_pairs(real[:, c - 1 :], acts[:, c - 1 :])  # real transitions over the generated span
+        # Generated transitions: the first pairs the last real context frame with the first generated one.
+        gp, ga = clip_pairs(np.concatenate([real[:, c - 1 : c], gen], 1), acts[:, c - 1 :])
+        acc_real, acc_gen = accuracy(idm, rp, ra), accuracy(idm, gp, ga)
+        controllability = {"idm_accuracy_real": acc_real, "idm_accuracy_generated": acc_gen,
+                           "ratio": acc_gen / max(acc_real, 1e-9), "balanced": True, "classes": n}
+    # 5. Reward and termination heads, teacher-forced on held-out real transitions.
+    all_frames = np.concatenate([e.frames for e in long_eps])
+    all_acts = np.concatenate([e.actions for e in long_eps])
+    all_rewards = np.concatenate([e.rewards for e in long_eps])
+    all_terms = np.concatenate([e.terminated for e in long_eps])
+    pred_r, pred_d = _teacher_forced_heads(world, all_frames, all_acts)
+    heads = {"reward_mae": float(np.abs(pred_r - all_rewards).mean()),
+             "reward_mae_predict_mean": float(np.abs(all_rewards.mean() - all_rewards).mean()),
+             "reward_correlation": float(np.corrcoef(pred_r, all_rewards)[0, 1]) if all_rewards.std() > 0 else None,
+             "termination_frames": int(all_terms.sum()),
+             "termination_prob_at_terminal": float(pred_d[all_terms].mean()) if all_terms.any() else None,
+             "termination_prob_elsewhere": float(pred_d[~all_terms].mean()),
+             "termination_accuracy": float(((pred_d >= 0.5) == all_terms).mean())}
+    h16 = fidelity.get("16")
+    report = {
+        "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
+        "sampler": asdict(world.sampler), "device": str(world.device),
+        "fidelity_by_horizon": fidelity,
+        "warp_error": {"generated": warp_gen, "real": warp_real, "ratio": warp_gen / max(warp_real, 1e-9)},
+        "long_horizon": segments, "controllability": controllability, "reward_termination": heads,
+        "goals": {
+            "psnr_1_step_ge_30": fidelity.get("1", {}).get("psnr", 0) >= 30,
+            "psnr_16_ge_copy_last_plus_3": bool(h16) and h16["psnr"] >= h16["copy_last_psnr"] + 3,
+            "idm_ratio_ge_0.9": controllability.get("ratio", 0) >= 0.9,
+            "warp_error_within_1.2x": warp_gen <= 1.2 * warp_real,
+            "no_collapse": all(x["histogram_distance"] < 0.5 and x["generated_pixel_std"] > 0.2 * x["real_pixel_std"]
+                               and x["generated_frame_change"] > 0.1 * x["real_frame_change"] for x in segments),
+        },
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plots(report, out)
+    side = np.concatenate([real[:4], np.concatenate([real[:4, :c], gen[:4]], 1)], axis=3)  # (4, T, H, 2W, 3)
+    write_mp4(out / "side_by_side.mp4", np.concatenate(list(side), axis=1), world.fps, scale=4)
+    return report
+
+
+def _plots(report: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = report["fidelity_by_horizon"]
+    hs = [int(h) for h in f]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    for i, metric in enumerate(("psnr", "ssim")):
+        ax[i].plot(hs, [f[str(h)][metric] for h in hs], "o-", label="world model")
+        ax[i].plot(hs, [f[str(h)][f"copy_last_{metric}"] for h in hs], "s--", label="copy last frame")
+        ax[i].set_xscale("log", base=2)
+        ax[i].set_xlabel("frames after the context")
+        ax[i].set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
+        ax[i].legend()
+    fig.suptitle(f"{report['world']}: open-loop fidelity")
+    fig.tight_layout()
+    fig.savefig(out / "psnr_by_horizon.png", dpi=100)
+    plt.close(fig)
+    seg = report["long_horizon"]
+    x = [s["start"] for s in seg]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(x, [s["histogram_distance"] for s in seg], "o-")
+    ax[0].set_ylabel("colour histogram distance to real")
+    ax[1].plot(x, [s["warp_error"] for s in seg], "o-", label="generated")
+    ax[1].plot(x, [s["real_warp_error"] for s in seg], "s--", label="real")
+    ax[1].set_ylabel("warping error")
+    ax[1].legend()
+    for a in ax:
+        a.set_xlabel("frame")
+    fig.suptitle(f"{report['world']}: long-horizon rollout")
+    fig.tight_layout()
+    fig.savefig(out / "long_horizon.png", dpi=100)
+    plt.close(fig)
