@@ -17,7 +17,8 @@ def parse(argv=None) -> argparse.Namespace:
     which.add_argument("--world", help="a shipped world by name (default: carracing)")
     which.add_argument("--checkpoint", help="a world file made by `python train.py stage=export`")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--real", action="store_true", help="play the real source env with the same keys (and record it)")
+    mode.add_argument("--real", action="store_true",
+                      help="play the real source env with the same keys; every episode is recorded as training data")
     mode.add_argument("--compare", action="store_true", help="the real env and the world model side by side, same keys")
     p.add_argument("--headless", action="store_true", help="no window: a policy plays and --record writes the video")
     p.add_argument("--frames", type=int, default=300, help="frames to run headless")
@@ -27,6 +28,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
     p.add_argument("--steps", type=int, help="sampling steps (1-8; default: the world's)")
     p.add_argument("--guidance", type=float, help="action guidance scale (default: the world's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model step (slow start, faster after)")
     p.add_argument("--fps", type=float, help="frame rate to keep (default: the world's)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first start (default: random)")
     p.add_argument("--record-dir", default="recordings", help="where F9 recordings go (one folder per world)")
@@ -47,7 +49,8 @@ def main(argv=None) -> int:
     from worldsim.device import resolve_device
 
     try:
-        model = WorldModelEnv(args.checkpoint, args.world, args.device, args.steps, args.guidance)
+        model = WorldModelEnv(args.checkpoint, args.world, args.device, args.steps, args.guidance,
+                              compile=args.compile)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -60,7 +63,14 @@ def main(argv=None) -> int:
         except Exception as e:  # the real env needs its own extras (box2d, ale-py)
             print(f"error: cannot make the real env {world.source.get('env_id')!r}: {e}", file=sys.stderr)
             return 2
-        sides.append(Side("real " + world.source.get("env_id", ""), real_env, sw.describe(real_env)))
+        source = sw.describe(real_env)
+        if args.real and not args.headless:  # human demonstrations become training data
+            from envs.recording import RecordEpisodes
+
+            real_env = RecordEpisodes(real_env, f"{args.record_dir}/{world.name}-human", source=source)
+            print(f"recording every episode into {args.record_dir}/{world.name}-human (train on it with "
+                  f"data_dir={args.record_dir}/{world.name}-human)")
+        sides.append(Side("real " + world.source.get("env_id", ""), real_env, source))
     if not args.real:
         sides.append(Side(f"world model ({world.name})", model, world.source))
     else:

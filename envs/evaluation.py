@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,8 @@ class EvalConfig:
     """Base seed of the held-out episodes (collection uses 0 by default)."""
     device: str = "auto"
     """Device of the world model."""
+    sampling_steps: int | None = None
+    """Override the world's sampling steps (to choose the default by measurement)."""
 
 
 def _real_run(world: World, frames_needed: int, episodes: int, seed: int) -> list:
@@ -107,6 +109,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     world = load_world(checkpoint, resolve_device(cfg.device))
+    if cfg.sampling_steps:
+        world.sampler = replace(world.sampler, steps=cfg.sampling_steps)
     horizon = max(cfg.horizons)
     c = cfg.context
     if c > world.dit.cfg.window:

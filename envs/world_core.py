@@ -35,6 +35,7 @@ class WorldCore:
     def __init__(
         self, num_worlds: int, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, termination_threshold: float = 0.5,
+        compile: bool = False,
     ) -> None:
         if num_worlds < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_worlds}")
@@ -50,7 +51,7 @@ class WorldCore:
         if guidance is not None:
             sampler = dataclasses.replace(sampler, guidance=float(guidance))
         self.n, self.threshold = num_worlds, termination_threshold
-        self.sim = self.world.simulator(num_worlds, sampler)
+        self.sim = self.world.simulator(num_worlds, sampler, compile=compile)
         self.action_space = self.world.action_space
         self.action_shape, self.action_dtype = action_array_spec(self.action_space)
         self.keymap = Keymap.from_dict(self.world.source["keymap"]) if "keymap" in self.world.source else None

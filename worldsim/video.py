@@ -18,11 +18,21 @@ def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1) -> Path:
-    """Write uint8 frames (T, H, W, 3) as an H.264 mp4, atomically; frames are upscaled by ``scale``."""
+    """Write uint8 frames (T, H, W, 3) as an H.264 mp4 (or an animated GIF when the path ends in .gif),
+    atomically; frames are upscaled by ``scale``."""
     import imageio.v3 as iio  # heavy import, only when a video is written
 
     path = Path(path)
     frames = upscale(check_frames(frames, "video frames"), scale)
+    if path.suffix.lower() == ".gif":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = atomic_path(path)
+        try:
+            iio.imwrite(tmp, frames, duration=1000.0 / fps, loop=0)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
     if frames.shape[1] % 2 or frames.shape[2] % 2:  # yuv420p needs even sizes
         frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,9 +83,9 @@ class World:
     def device(self) -> torch.device:
         return next(self.dit.parameters()).device
 
-    def simulator(self, batch: int = 1, sampler: SamplerConfig | None = None, seed: int = 0) -> Simulator:
+    def simulator(self, batch: int = 1, sampler: SamplerConfig | None = None, seed: int = 0, compile: bool = False) -> Simulator:
         """A fresh engine for ``batch`` worlds (not started: call ``prefill``)."""
-        return Simulator(self.dit, self.vae, batch, sampler or self.sampler, self.latent_mean, self.latent_std, seed)
+        return Simulator(self.dit, self.vae, batch, sampler or self.sampler, self.latent_mean, self.latent_std, seed, compile)
 
 
 def save_world(

@@ -46,7 +46,10 @@ class Simulator:
     def __init__(
         self, dit: DiT, vae: CausalVAE, batch: int, sampler: SamplerConfig | None = None,
         latent_mean: torch.Tensor | None = None, latent_std: torch.Tensor | None = None, seed: int = 0,
+        compile: bool = False,
     ) -> None:
+        """``compile``: run the DiT step through ``torch.compile`` (fixed shapes, so it compiles once per
+        variant; the first steps are slow while it compiles). Same frames as eager, within float rounding."""
         self.dit, self.vae, self.batch = dit.eval(), vae.eval(), batch
         self.sampler = sampler or SamplerConfig()
         p = next(dit.parameters())
@@ -62,6 +65,7 @@ class Simulator:
         self.ready = False  # True once every world has been started by prefill
         shape, dtype = action_array_spec(space_from_dict(dit.action_space))
         self.action_shape, self.action_dtype = shape, torch.float32 if dtype.kind == "f" else torch.long
+        self._step = torch.compile(dit.step, dynamic=False) if compile else dit.step
         # Constant per batch: built once, not in every frame step.
         self.no_null = torch.zeros(batch, 1, dtype=torch.bool, device=self.device)
 
@@ -154,14 +158,14 @@ class Simulator:
         no_null = self.no_null
         for k in range(s.steps):
             lv = ts[k].expand(self.batch, 1).to(self.dtype)
-            v = self.dit.step(x, lv, a, self.t, self.cache, null=no_null)[0]
+            v = self._step(x, lv, a, self.t, self.cache, null=no_null)[0]
             if s.guidance != 1.0:
-                v0 = self.dit.step(x, lv, a, self.t, self.cache, null=~no_null)[0]
+                v0 = self._step(x, lv, a, self.t, self.cache, null=~no_null)[0]
                 v = v0 + s.guidance * (v - v0)
             x = x + (ts[k + 1] - ts[k]) * v
         # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
         ctx = self._levels(s.context_level)
-        _, reward, done = self.dit.step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
+        _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
         frame = self.vae.decode(x.float() * self.std + self.mean, self.stream)
         self.t += 1
         return to_uint8(frame[:, -1]), symexp(reward[:, 0].float()), torch.sigmoid(done[:, 0].float())
