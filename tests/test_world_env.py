@@ -179,3 +179,14 @@ def test_vector_wrappers(tiny_world, tmp_path):
         _, _, _, trunc, info = venv.step(np.zeros(3, int))
     assert trunc.all() and (info["episode"]["l"] == 2).all()
     venv.close()
+
+
+def test_gymnasium_play_runs_the_world(tiny_world):
+    import pygame
+    from gymnasium.utils.play import play
+
+    env = gym.make("worldsim/World-v0", checkpoint=str(tiny_world), device="cpu", render_mode="rgb_array")
+    pygame.init()
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_LEFT))
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    play(env, fps=1000, zoom=2)  # returns once the posted quit event is read
