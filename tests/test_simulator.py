@@ -29,9 +29,9 @@ def rollout(sim, actions):
     return [sim.step(torch.tensor(a)) for a in actions]
 
 
-@pytest.mark.parametrize("guidance", [1.0, 2.0])
-def test_rollouts_are_reproducible_and_follow_actions(guidance):
-    sim = make(guidance=guidance)
+@pytest.mark.parametrize("guidance, start_level", [(1.0, 1.0), (2.0, 1.0), (1.0, 0.5)])
+def test_rollouts_are_reproducible_and_follow_actions(guidance, start_level):
+    sim = make(guidance=guidance, start_level=start_level)
     acts = [[1, 2]] * 8  # more than the window: the cache slides
     a, b = rollout(sim, acts), rollout(sim, acts)
     for (fa, ra, da), (fb, rb, db) in zip(a, b, strict=True):
@@ -59,13 +59,15 @@ def test_misuse_gets_clear_errors():
         sim.prefill(context()[0])
 
 
-def test_restarting_some_worlds_leaves_the_others_untouched():
-    """prefill(worlds=...) restarts those worlds exactly as a full prefill would, and nothing else."""
+@pytest.mark.parametrize("start_level", [1.0, 0.3])
+def test_restarting_some_worlds_leaves_the_others_untouched(start_level):
+    """prefill(worlds=...) restarts those worlds exactly as a full prefill would, and nothing else
+    (also when sampling starts from the previous frame's latent)."""
     ctx_a, ctx_b = context(2, 3), context(2, 3)[:, ::-1].copy()
     acts = [torch.tensor([1, 3])] * 4
 
     def run(restart):
-        sim = make(context_level=0.0)  # context frames enter the cache clean: no noise draw decides them
+        sim = make(context_level=0.0, start_level=start_level)  # context frames enter the cache clean
         sim.prefill(ctx_a)
         for a in acts:
             sim.step(a)

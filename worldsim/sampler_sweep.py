@@ -39,6 +39,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--steps", default="1,2,4,8")
     p.add_argument("--guidance", default="1")
     p.add_argument("--context-level", default="0.1")
+    p.add_argument("--start-level", default="1.0")
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--context", type=int, default=8)
     p.add_argument("--horizon", type=int, default=32)
@@ -50,13 +51,14 @@ def main(argv=None) -> list[dict]:
     c, hs = args.context, [h for h in (1, 4, 16, 32, 64) if h <= args.horizon]
     rows = []
     settings = itertools.product([int(x) for x in args.steps.split(",")], [float(x) for x in args.guidance.split(",")],
-                                 [float(x) for x in args.context_level.split(",")])
-    for steps, guidance, level in settings:
-        sampler = replace(world.sampler, steps=steps, guidance=guidance, context_level=level)
+                                 [float(x) for x in args.context_level.split(",")],
+                                 [float(x) for x in args.start_level.split(",")])
+    for steps, guidance, level, start in settings:
+        sampler = replace(world.sampler, steps=steps, guidance=guidance, context_level=level, start_level=start)
         sim = world.simulator(len(frames), sampler, seed=args.seed)
         sim.prefill(frames[:, :c], actions[:, :c])
         gen = np.stack([sim.step(torch.as_tensor(actions[:, c + k]))[0] for k in range(args.horizon)], 1)
-        row = {"steps": steps, "guidance": guidance, "context_level": level}
+        row = {"steps": steps, "guidance": guidance, "context_level": level, "start_level": start}
         for h in hs:
             row[f"psnr@{h}"] = float(psnr_frames(gen[:, h - 1], frames[:, c + h - 1]).mean())
             row[f"copy@{h}"] = float(psnr_frames(frames[:, c - 1], frames[:, c + h - 1]).mean())

@@ -34,6 +34,9 @@ class SamplerConfig:
     """Noise level at which finished frames enter the cache."""
     shift: float = 1.0
     """Timestep shift (> 1 spends more steps at high noise)."""
+    start_level: float = 1.0
+    """Level each frame's sampling starts from: 1 = pure noise; below 1 the previous frame's latent,
+    noised to that level, is the starting point (consecutive frames are nearly alike)."""
 
 
 def symexp(x: torch.Tensor) -> torch.Tensor:
@@ -122,10 +125,12 @@ class Simulator:
             clock += 1
         if full:
             self.stream, self.t = stream, clock
+            self.last = z[:, -1:].to(self.dtype).clone()
         else:
             self.cache.load(idx, cache)
             self.stream.merge(stream, idx)
             self.t[idx] = clock
+            self.last[idx] = z[:, -1:].to(self.dtype)
         self.ready = True
         return to_uint8(out[:, -1])
 
@@ -155,6 +160,9 @@ class Simulator:
         x = torch.randn((self.batch, 1, c.latent_channels, c.latent_size, c.latent_size), generator=self.generator,
                         device=self.device, dtype=self.dtype)
         ts = timesteps(s.steps, s.shift, self.device)
+        if s.start_level < 1.0:  # start from the previous frame, partly noised
+            ts = ts * s.start_level
+            x = (1 - s.start_level) * self.last + s.start_level * x
         no_null = self.no_null
         for k in range(s.steps):
             lv = ts[k].expand(self.batch, 1).to(self.dtype)
@@ -166,6 +174,7 @@ class Simulator:
         # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
         ctx = self._levels(s.context_level)
         _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
+        self.last = x
         frame = self.vae.decode(x.float() * self.std + self.mean, self.stream)
         self.t += 1
         return to_uint8(frame[:, -1]), symexp(reward[:, 0].float()), torch.sigmoid(done[:, 0].float())
