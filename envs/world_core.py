@@ -35,14 +35,19 @@ class WorldCore:
     def __init__(
         self, num_worlds: int, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, termination_threshold: float = 0.5,
-        compile: bool = False,
+        compile: bool = False, dtype: str = "auto",
     ) -> None:
         if num_worlds < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_worlds}")
         if not 0.0 < termination_threshold <= 1.0:
             raise ValueError(f"termination_threshold must be in (0, 1], got {termination_threshold}")
         self.device = resolve_device(device)
-        self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device)
+        dtypes = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
+                  "float32": torch.float32, "bfloat16": torch.bfloat16}
+        if dtype not in dtypes:
+            raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+        # The DiT and its KV cache run in this dtype (bf16 on GPUs); the VAE stays float32.
+        self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device, dtypes[dtype])
         sampler = self.world.sampler
         if sampling_steps is not None:
             if not 1 <= sampling_steps <= 8:

@@ -24,16 +24,17 @@ class WorldModelEnv(gym.Env):
     def __init__(
         self, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
-        termination_threshold: float = 0.5, compile: bool = False, render_mode: str | None = None, render_scale: int = 8,
+        termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None, render_scale: int = 8,
     ) -> None:
         """checkpoint: a world file (or world: a shipped world's name; default carracing); device:
         auto | cpu | cuda; sampling_steps (1-8) and guidance override the world's sampler; the episode is
         truncated after max_episode_steps (default: the source env's limit); predicted termination
         probabilities at or above termination_threshold end the episode; compile runs the model step through
-        torch.compile (slow first steps, then faster)."""
+        torch.compile (slow first steps, then faster); dtype of the DiT and its cache: auto (bfloat16 on CUDA,
+        float32 on CPU), float32 or bfloat16."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.core = WorldCore(1, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile)
+        self.core = WorldCore(1, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile, dtype)
         w = self.core.world
         self.metadata = dict(self.metadata, render_fps=w.fps)
         self.render_mode, self.render_scale = render_mode, render_scale

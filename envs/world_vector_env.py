@@ -25,12 +25,12 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     def __init__(
         self, num_envs: int = 1, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
-        termination_threshold: float = 0.5, compile: bool = False, render_mode: str | None = None,
+        termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None,
     ) -> None:
         """As :class:`~envs.world_env.WorldModelEnv`, for ``num_envs`` worlds."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"the vector env renders rgb_array only, got render_mode={render_mode!r}")
-        self.core = WorldCore(num_envs, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile)
+        self.core = WorldCore(num_envs, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile, dtype)
         w = self.core.world
         self.num_envs, self.render_mode = num_envs, render_mode
         self.metadata = dict(self.metadata, render_fps=w.fps)
