@@ -96,7 +96,18 @@ class EpisodeBuffer:
                        np.asarray(self.terminated), np.asarray(truncated), info=dict(self.info))
 
 
-class RecordEpisodes(gym.Wrapper):
+class _FlushOnClose:
+    """Closing writes the episodes in flight and drops the exit hook."""
+
+    def close(self):
+        try:
+            self.flush()
+        finally:
+            atexit.unregister(self.flush)
+            super().close()
+
+
+class RecordEpisodes(_FlushOnClose, gym.Wrapper):
     """Records every episode of a single env into ``out`` (see the module docstring)."""
 
     def __init__(self, env: gym.Env, out: str | Path, source: dict[str, Any] | None = None, video: bool = False,
@@ -138,15 +149,9 @@ class RecordEpisodes(gym.Wrapper):
             self.flush()
         return obs, reward, terminated, truncated, info
 
-    def close(self):
-        try:
-            self.flush()
-        finally:
-            atexit.unregister(self.flush)
-            super().close()
 
 
-class RecordEpisodesVector(gym.vector.VectorWrapper):
+class RecordEpisodesVector(_FlushOnClose, gym.vector.VectorWrapper):
     """Records every episode of every sub-env of a vector env (autoreset mode NEXT_STEP) into ``out``."""
 
     def __init__(self, env: gym.vector.VectorEnv, out: str | Path, source: dict[str, Any] | None = None,
@@ -204,9 +209,3 @@ class RecordEpisodesVector(gym.vector.VectorWrapper):
         self._ended = np.asarray(terminated) | np.asarray(truncated)
         return obs, rewards, terminated, truncated, info
 
-    def close(self):
-        try:
-            self.flush()
-        finally:
-            atexit.unregister(self.flush)
-            super().close()
