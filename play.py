@@ -23,6 +23,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--headless", action="store_true", help="no window: a policy plays and --record writes the video")
     p.add_argument("--frames", type=int, default=300, help="frames to run headless")
     p.add_argument("--record", help="headless: write the frames shown to this mp4")
+    p.add_argument("--record-scale", type=int, default=4, help="headless: pixels per frame pixel in the video")
     p.add_argument("--policy", choices=["random", "scripted"], default="scripted", help="headless: who plays")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
         if args.policy == "random":
             policy = RandomPolicy(sides[0].env.action_space, np.random.default_rng(args.seed))
         else:
-            policy = ScriptedPolicy([a for _, a in keymap.bindings], default=keymap.default)
+            up = keymap.action_for(["up"])  # e.g. gas: held between the other keys, so the demo moves
+            policy = ScriptedPolicy([a for _, a in keymap.bindings if a != up], default=up)
     window = None
     if not args.headless:
         try:
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
     finally:
         game.close()
     if args.record and video:
-        out = write_video(args.record, video, fps)
+        out = write_video(args.record, video, fps, scale=args.record_scale)
         print(f"wrote {out} ({len(video)} frames)")
     return 0
 
