@@ -71,6 +71,7 @@ sys.path.insert(0, {root!r})
 from envs.recording import RecordEpisodes
 from envs.source import SourceWorld, WorldConfig
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
 world = SourceWorld(WorldConfig(max_episode_steps=1000))
 env = world.make_env()
 env = RecordEpisodes(env, {out!r}, source=world.describe(env))
