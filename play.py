@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     import numpy as np
 
-    from envs.game import Game, Side, write_video
+    from envs.game import Game, Side
     from envs.keymaps import Keymap
     from envs.policies import RandomPolicy, ScriptedPolicy
     from envs.source import source_world
@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     from envs.world_env import WorldModelEnv
     from worldsim.checkpoint import CheckpointError
     from worldsim.device import resolve_device
+    from worldsim.video import write_mp4
 
     try:
         model = WorldModelEnv(args.checkpoint, args.world, args.device, args.steps, args.guidance,
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     finally:
         game.close()
     if args.record and video:
-        out = write_video(args.record, video, fps, scale=args.record_scale)
+        out = write_mp4(args.record, np.stack(video), fps, scale=args.record_scale)
         print(f"wrote {out} ({len(video)} frames)")
     return 0
 

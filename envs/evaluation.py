@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from worldsim.device import resolve_device
-from worldsim.frames import to_model
 from worldsim.inverse_dynamics import accuracy, train_inverse_dynamics, transitions
 from worldsim.metrics import frame_activity, histogram_distance, psnr_frames, ssim_frames, warp_error
 from worldsim.video import write_mp4
@@ -70,28 +69,20 @@ def _real_run(world: World, frames_needed: int, episodes: int, seed: int) -> lis
 
 
 @torch.no_grad()
-def _open_loop(world: World, contexts: np.ndarray, context_actions: np.ndarray, actions: np.ndarray, seed: int) -> np.ndarray:
-    """Batched generation: contexts (E, T, H, W, 3), then actions (E, K) -> generated frames (E, K, H, W, 3)."""
-    sim = world.simulator(len(contexts), seed=seed)
-    sim.prefill(contexts, context_actions)
-    out = [sim.step(torch.as_tensor(actions[:, k]))[0] for k in range(actions.shape[1])]
-    return np.stack(out, 1)
-
-
-@torch.no_grad()
 def _teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reward and termination probability the model predicts for each real frame, given the real past
     (windows of W real frames at the context noise level). -> (T,), (T,)"""
     from worldsim.engine.simulator import symexp
+    from worldsim.training.dynamics_trainer import LatentEncoder
 
     dev = world.device
     w = world.dit.cfg.window
     rewards, dones = np.zeros(len(frames), np.float32), np.zeros(len(frames), np.float32)
-    mean, std = world.latent_mean.to(dev).view(1, 1, -1, 1, 1), world.latent_std.to(dev).view(1, 1, -1, 1, 1)
+    encode = LatentEncoder(world.vae, {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}, dev)
     level = world.sampler.context_level
     for s in range(0, len(frames), w):
         e = min(len(frames), s + w)
-        z = (world.vae.encode(to_model(frames[s:e][None], dev)) - mean) / std
+        z = encode(torch.from_numpy(frames[s:e][None]))
         z = (1 - level) * z  # the context level's expected signal, without its noise
         lv = torch.full(z.shape[:2], level, device=dev)
         a = torch.as_tensor(actions[s:e][None], device=dev)
@@ -123,7 +114,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     s = cfg.skip
     real = np.stack([e.frames[s : s + c + horizon] for e in eps])  # (E, c + H, ...)
     acts = np.stack([e.actions[s : s + c + horizon] for e in eps])
-    gen = _open_loop(world, real[:, :c], acts[:, :c], acts[:, c:], cfg.seed)
+    gen = world.simulator(len(real), seed=cfg.seed).rollout(real[:, :c], acts[:, :c], acts[:, c:])
     fidelity = {}
     for h in cfg.horizons:
         r, g, last = real[:, c + h - 1], gen[:, h - 1], real[:, c - 1]
@@ -141,7 +132,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         long_eps += _real_run(world, min(limit, need_long - have + s + 1), 1, cfg.seed + 7919 + len(long_eps))
     long_real = np.concatenate([e.frames for e in long_eps])[s : s + c + cfg.long_frames]
     long_acts = np.concatenate([e.actions for e in long_eps])[s : s + c + cfg.long_frames]
-    long_gen = _open_loop(world, long_real[None, :c], long_acts[None, :c], long_acts[None, c:], cfg.seed + 1)[0]
+    long_gen = world.simulator(1, seed=cfg.seed + 1).rollout(long_real[None, :c], long_acts[None, :c],
+                                                             long_acts[None, c:])[0]
     segments = []
     for k in range(0, cfg.long_frames, cfg.segment):
         g, r = long_gen[k : k + cfg.segment], long_real[c + k : c + k + cfg.segment]

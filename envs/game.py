@@ -18,7 +18,6 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.data.episodes import atomic_path, publish
-from worldsim.video import write_mp4
 
 from .hud import FpsMeter, HudState, hud_lines
 from .keymaps import Keymap
@@ -89,7 +88,6 @@ class Game:
         self.recorder = Recorder(self.record_dir / first.source.get("world", "world"), first.source, first.env.action_space)
         self.screenshots: list[Path] = []
         self.notes: list[tuple[float, str]] = []
-        self.video_frames: list[np.ndarray] = []
 
     # -- sides --------------------------------------------------------------------------
     def reset(self) -> None:
@@ -269,6 +267,3 @@ class Game:
         if self.window is not None:
             self.window.close()
 
-
-def write_video(path: str | Path, frames: list[np.ndarray], fps: float, scale: int = 4) -> Path:
-    return write_mp4(path, np.stack(frames), fps, scale=scale)

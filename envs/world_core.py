@@ -62,10 +62,6 @@ class WorldCore:
         self.keymap = Keymap.from_dict(self.world.source["keymap"]) if "keymap" in self.world.source else None
         self.model_ms = 0.0
 
-    @property
-    def sampler(self):
-        return self.sim.sampler
-
     def seed(self, seed: int) -> None:
         self.sim.seed(seed)
 

@@ -126,7 +126,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def random_world(path: Path, dit_cfg: DiTConfig, vae_cfg: VAEConfig | None = None, device="cpu") -> Path:
+def random_world(path: Path, dit_cfg: DiTConfig, vae_cfg: VAEConfig | None = None) -> Path:
     """A world file with random weights and random start contexts (for timing only)."""
     from .engine.simulator import SamplerConfig
     from .world import save_world

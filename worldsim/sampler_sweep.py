@@ -15,7 +15,6 @@ import itertools
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from .data.dataset import EpisodeDataset, in_split
 from .metrics import psnr_frames
@@ -56,8 +55,7 @@ def main(argv=None) -> list[dict]:
     for steps, guidance, level, start in settings:
         sampler = replace(world.sampler, steps=steps, guidance=guidance, context_level=level, start_level=start)
         sim = world.simulator(len(frames), sampler, seed=args.seed)
-        sim.prefill(frames[:, :c], actions[:, :c])
-        gen = np.stack([sim.step(torch.as_tensor(actions[:, c + k]))[0] for k in range(args.horizon)], 1)
+        gen = sim.rollout(frames[:, :c], actions[:, :c], actions[:, c : c + args.horizon])
         row = {"steps": steps, "guidance": guidance, "context_level": level, "start_level": start}
         for h in hs:
             row[f"psnr@{h}"] = float(psnr_frames(gen[:, h - 1], frames[:, c + h - 1]).mean())

@@ -66,6 +66,8 @@ class Simulator:
         self.t = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.stream = StreamCache()
         self.ready = False  # True once every world has been started by prefill
+        self.last: torch.Tensor | None = None  # (B, 1, C, h, w): each world's latest latent frame
+        self._ts, self._ts_key = None, None
         shape, dtype = action_array_spec(space_from_dict(dit.action_space))
         self.action_shape, self.action_dtype = shape, torch.float32 if dtype.kind == "f" else torch.long
         self._step = torch.compile(dit.step, dynamic=False) if compile else dit.step
@@ -148,6 +150,22 @@ class Simulator:
             raise ValueError(f"world indices must be distinct and in 0..{self.batch - 1}, got {w.tolist()}")
         return w
 
+    def rollout(self, frames: np.ndarray, context_actions, actions) -> np.ndarray:
+        """Open loop: start all B worlds from context frames uint8 (B, T, H, W, 3) with their actions
+        (B, T[, ...]), then apply ``actions`` (B, K[, ...]) -> generated frames uint8 (B, K, H, W, 3)."""
+        self.prefill(frames, context_actions)
+        acts = torch.as_tensor(np.asarray(actions))
+        return np.stack([self.step(acts[:, k])[0] for k in range(acts.shape[1])], 1)
+
+    def _timesteps(self) -> torch.Tensor:
+        """The levels one frame's sampling visits, cached per sampler (it may be changed between steps)."""
+        s = self.sampler
+        key = (s.steps, s.shift, s.start_level)
+        if self._ts_key != key:
+            ts = timesteps(s.steps, s.shift, self.device)
+            self._ts, self._ts_key = ts * s.start_level, key
+        return self._ts
+
     @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """Advance every world by one frame. actions (B[, ...]) ->
@@ -159,9 +177,8 @@ class Simulator:
         c = self.dit.cfg
         x = torch.randn((self.batch, 1, c.latent_channels, c.latent_size, c.latent_size), generator=self.generator,
                         device=self.device, dtype=self.dtype)
-        ts = timesteps(s.steps, s.shift, self.device)
+        ts = self._timesteps()
         if s.start_level < 1.0:  # start from the previous frame, partly noised
-            ts = ts * s.start_level
             x = (1 - s.start_level) * self.last + s.start_level * x
         no_null = self.no_null
         for k in range(s.steps):

@@ -205,10 +205,9 @@ def evaluate(dit, encode, held, cfg, sampler, device, video_path, source) -> dic
     ep_clip = held[idx[0]]
     real, acts = ep_clip["frames"].numpy(), ep_clip["actions"]
     sim = Simulator(dit, encode.vae, 1, sampler, encode.mean, encode.std, seed=0)
-    sim.prefill(real[None, :ctx_len], acts[None, :ctx_len])
-    gen_frames = [sim.step(acts[i : i + 1])[0][0] for i in range(ctx_len, len(real))]
-    if gen_frames:
-        out["rollout_psnr"] = psnr(to_model(np.stack(gen_frames)), to_model(real[ctx_len:])).item()
-        write_mp4(video_path, np.concatenate([real[ctx_len:], np.stack(gen_frames)], axis=2), source.get("fps", 30), scale=4)
+    if ctx_len < len(real):
+        gen_frames = sim.rollout(real[None, :ctx_len], acts[None, :ctx_len], acts[None, ctx_len:])[0]
+        out["rollout_psnr"] = psnr(to_model(gen_frames), to_model(real[ctx_len:])).item()
+        write_mp4(video_path, np.concatenate([real[ctx_len:], gen_frames], axis=2), source.get("fps", 30), scale=4)
     dit.train()
     return out
