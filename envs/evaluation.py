@@ -47,6 +47,8 @@ class EvalConfig:
     """Segment length for the long-horizon statistics."""
     idm_steps: int = 400
     """Training steps of the inverse-dynamics classifier (on the long run's real transitions)."""
+    response_frames: int = 16
+    """Action response: frames each action is held for, from the held-out contexts."""
     seed: int = 1_000_003
     """Base seed of the held-out episodes (collection uses 0 by default)."""
     device: str = "auto"
@@ -92,6 +94,46 @@ def _teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray)
         rewards[s:e] = symexp(r[0].float()).cpu().numpy()
         dones[s:e] = torch.sigmoid(d[0].float()).cpu().numpy()
     return rewards, dones
+
+
+def _held_actions(space, k: int, seed: int) -> list:
+    """The actions the response test holds: every action of a small discrete space, else k samples."""
+    if hasattr(space, "n") and int(space.n) <= 32:
+        return [int(space.start) + i for i in range(int(space.n))]
+    space.seed(seed)
+    return [space.sample() for _ in range(k)]
+
+
+def action_response(world: World, context: np.ndarray, context_actions: np.ndarray, frames: int, seed: int) -> dict[str, Any]:
+    """How much the keys change the picture, against sampling noise: from each context (E, T, H, W, 3),
+    every action is held for ``frames`` frames with the same sampling noise, and again with another seed. Reports the mean absolute
+    pixel difference (0-255) of the last frames between different actions (``action_spread``) and
+    between the two seeds of one action (``seed_spread``), and per action vs the first (e.g. no-op)."""
+    acts = _held_actions(world.action_space, 4, seed)
+    e, n = len(context), len(acts)
+    last = []  # per seed: (E, n, H, W, 3); one simulator per action, so every action sees the same noise
+    for s in (seed, seed + 1):
+        runs = []
+        for act in acts:
+            held = np.broadcast_to(np.asarray(act), (e, frames, *np.shape(act)))
+            runs.append(world.simulator(e, seed=s).rollout(context, context_actions, held)[:, -1].astype(np.float32))
+        last.append(np.stack(runs, 1))
+    a, b = last
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    action_spread = float(np.mean([np.abs(a[:, i] - a[:, j]).mean() for i, j in pairs])) if pairs else 0.0
+    seed_spread = float(np.abs(a - b).mean())
+    return {"frames": frames, "actions": [np.asarray(x).tolist() for x in acts],
+            "action_spread": action_spread, "seed_spread": seed_spread,
+            "ratio": action_spread / max(seed_spread, 1e-9),
+            "vs_first_action": [float(np.abs(a[:, j] - a[:, 0]).mean()) for j in range(n)]}
+
+
+def _reconstruct(world: World, clips: np.ndarray) -> np.ndarray:
+    """Real clips (E, T, H, W, 3) through the world's VAE (encode, decode): what the world model could at best show."""
+    from worldsim.frames import to_model, to_uint8
+
+    with torch.no_grad():
+        return np.stack([to_uint8(world.vae.decode(world.vae.encode(to_model(c[None], world.device))))[0] for c in clips])
 
 
 def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
@@ -158,9 +200,13 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         rp, ra = clip_pairs(real[:, c - 1 :], acts[:, c - 1 :])  # real transitions over the generated span
         # Generated transitions: the first pairs the last real context frame with the first generated one.
         gp, ga = clip_pairs(np.concatenate([real[:, c - 1 : c], gen], 1), acts[:, c - 1 :])
+        cp, ca = clip_pairs(_reconstruct(world, real[:, c - 1 :]), acts[:, c - 1 :])
         acc_real, acc_gen = accuracy(idm, rp, ra), accuracy(idm, gp, ga)
+        # The same real transitions through the VAE: the share of the gap the autoencoder accounts for.
         controllability = {"idm_accuracy_real": acc_real, "idm_accuracy_generated": acc_gen,
+                           "idm_accuracy_reconstructed": accuracy(idm, cp, ca),
                            "ratio": acc_gen / max(acc_real, 1e-9), "balanced": True, "classes": n}
+    response = action_response(world, real[:, :c], acts[:, :c], cfg.response_frames, cfg.seed)
     # 5. Reward and termination heads, teacher-forced on held-out real transitions.
     all_frames = np.concatenate([e.frames for e in long_eps])
     all_acts = np.concatenate([e.actions for e in long_eps])
@@ -180,7 +226,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         "sampler": asdict(world.sampler), "device": str(world.device),
         "fidelity_by_horizon": fidelity,
         "warp_error": {"generated": warp_gen, "real": warp_real, "ratio": warp_gen / max(warp_real, 1e-9)},
-        "long_horizon": segments, "controllability": controllability, "reward_termination": heads,
+        "long_horizon": segments, "controllability": controllability, "action_response": response,
+        "reward_termination": heads,
         "goals": {
             "psnr_1_step_ge_30": fidelity.get("1", {}).get("psnr", 0) >= 30,
             "psnr_16_ge_copy_last_plus_3": bool(h16) and h16["psnr"] >= h16["copy_last_psnr"] + 3,

@@ -106,3 +106,24 @@ def test_flow_matching_identities():
     xs = add_noise(x0, lv, eps)
     # One exact Euler step from level s to 0 with the true velocity recovers the data.
     torch.testing.assert_close(xs - lv[..., None] * velocity(x0, eps), x0)
+
+
+def test_fine_tuning_from_a_model_without_action_conditioning(tmp_path):
+    """init_from: an older model (no action adaLN path) loads into the new one, which starts out predicting
+    exactly what the old one did (the new path is zero-initialised); unrelated files are refused."""
+    from dataclasses import replace
+
+    from worldsim.training.dynamics_trainer import init_weights, save_dynamics
+
+    old = make(cfg=replace(CFG, action_cond=False))
+    path = tmp_path / "old.safetensors"
+    save_dynamics(path, old, {"step": 1})
+    torch.manual_seed(1)
+    new = DiT(CFG, DISCRETE).eval()
+    assert init_weights(new, path) == ["action_cond.bias", "action_cond.weight"]
+    lat, lv, acts = torch.randn(2, 3, 4, 8, 8), torch.rand(2, 3), torch.randint(0, 3, (2, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(new(lat, lv, acts)[0], old(lat, lv, acts)[0])
+    other = DiT(CFG, {"type": "Discrete", "n": 4, "start": 0})
+    with pytest.raises(ValueError, match="action space"):
+        init_weights(other, path)

@@ -32,7 +32,30 @@ def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
         assert {"psnr", "ssim", "copy_last_psnr", "copy_last_ssim"} <= set(h)
     assert len(saved["long_horizon"]) == 2 and saved["controllability"]["classes"] == 5
     assert 0 <= saved["controllability"]["idm_accuracy_real"] <= 1
+    assert 0 <= saved["controllability"]["idm_accuracy_reconstructed"] <= 1
+    assert len(saved["action_response"]["vs_first_action"]) == 5 and saved["action_response"]["seed_spread"] > 0
     assert set(saved["goals"]) >= {"psnr_1_step_ge_30", "no_collapse", "idm_ratio_ge_0.9"}
     assert saved["reward_termination"]["reward_mae"] >= 0
     for name in ("psnr_by_horizon.png", "long_horizon.png", "side_by_side.mp4"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+
+
+def test_action_response_tells_a_world_that_ignores_its_keys(tiny_world):
+    """Held actions from the same contexts: a world whose action inputs carry nothing shows zero spread."""
+    import torch
+
+    from envs.evaluation import action_response
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    rng = np.random.default_rng(0)
+    ctx = rng.integers(0, 255, (2, 3, world.frame_size, world.frame_size, 3), dtype=np.uint8)
+    ctx_a = np.zeros((2, 3), dtype=np.int64)
+    with torch.no_grad():
+        world.dit.action_embed.table.weight.normal_()
+    before = action_response(world, ctx, ctx_a, frames=3, seed=0)
+    assert before["action_spread"] > 0 and before["vs_first_action"][0] == 0
+    with torch.no_grad():  # every action (and the null one) the same embedding: actions cannot matter
+        world.dit.action_embed.table.weight.copy_(world.dit.action_embed.table.weight[:1].clone())
+    after = action_response(world, ctx, ctx_a, frames=3, seed=0)
+    assert after["action_spread"] == 0 and after["seed_spread"] > 0

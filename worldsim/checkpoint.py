@@ -85,12 +85,18 @@ def read_checkpoint(path: str | Path, kind: str, hint: str = "") -> tuple[dict[s
     return meta, tensors
 
 
-def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], name: str, path: str | Path = "") -> None:
-    """Load ``name.*`` tensors into ``module`` strictly: every key present, nothing extra, same shapes."""
+def load_module(
+    module: nn.Module, tensors: dict[str, torch.Tensor], name: str, path: str | Path = "", allow_missing: bool = False,
+) -> list[str]:
+    """Load ``name.*`` tensors into ``module`` strictly: every key present, nothing extra, same shapes.
+    ``allow_missing`` (fine-tuning from an older model): the module's keys the file lacks keep their
+    initialisation. Returns those keys."""
     prefix = f"{name}."
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
+    kept = missing if allow_missing else []
+    missing = [] if allow_missing else missing
     extra = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or extra or wrong:
@@ -103,4 +109,5 @@ def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], name: str, 
             k = wrong[0]
             parts.append(f"shape of {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}")
         raise CheckpointError(f"{path}: {name} weights do not fit the model ({'; '.join(parts)})")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=not allow_missing)
+    return kept

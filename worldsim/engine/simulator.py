@@ -154,7 +154,7 @@ class Simulator:
         """Open loop: start all B worlds from context frames uint8 (B, T, H, W, 3) with their actions
         (B, T[, ...]), then apply ``actions`` (B, K[, ...]) -> generated frames uint8 (B, K, H, W, 3)."""
         self.prefill(frames, context_actions)
-        acts = torch.as_tensor(np.asarray(actions))
+        acts = torch.as_tensor(np.array(actions))  # a copy: the caller may pass a read-only view
         return np.stack([self.step(acts[:, k])[0] for k in range(acts.shape[1])], 1)
 
     def _timesteps(self) -> torch.Tensor:

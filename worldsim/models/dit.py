@@ -52,6 +52,9 @@ class DiTConfig:
     """W: frames a frame can attend to, itself included."""
     action_tokens: int = 1
     """K: tokens per action."""
+    action_cond: bool = True
+    """Also add the action to its frame's adaLN conditioning (next to the noise level), so every token
+    of the frame is modulated by it directly, not only through attention to the action tokens."""
 
     @property
     def patches(self) -> int:
@@ -183,6 +186,11 @@ class DiT(nn.Module):
         self.action_embed = ActionEmbed(action_space, d, cfg.action_tokens)
         self.action_pos = nn.Parameter(torch.randn(cfg.action_tokens, d) * 0.02)
         self.level_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        # Zero-initialised: a model fine-tuned from one without it starts out unchanged.
+        self.action_cond = nn.Linear(d, d) if cfg.action_cond else None
+        if self.action_cond is not None:
+            nn.init.zeros_(self.action_cond.weight)
+            nn.init.zeros_(self.action_cond.bias)
         self.rope = Rotary3D(cfg.head_dim)
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -205,8 +213,11 @@ class DiT(nn.Module):
         """-> tokens (B, T*L, D), per-frame conditioning (B, T, D)."""
         c = self.cfg
         patches = rearrange(latents, "b t c (h p) (w q) -> b t (h w) (c p q)", p=c.patch_size, q=c.patch_size)
-        x = torch.cat([self.action_embed(actions, null) + self.action_pos, self.patch_in(patches)], dim=2)
+        act = self.action_embed(actions, null)  # (B, T, K, D)
+        x = torch.cat([act + self.action_pos, self.patch_in(patches)], dim=2)
         cond = self.level_mlp(level_embedding(levels, c.dim).to(x.dtype))  # (B, T, D)
+        if self.action_cond is not None:
+            cond = cond + self.action_cond(act.mean(2))
         return rearrange(x, "b t l d -> b (t l) d"), cond
 
     def _outputs(self, x, cond, b, t):

@@ -71,6 +71,10 @@ class DynamicsTrainConfig:
     """``auto`` (bf16 autocast on GPUs that have it, else fp32), ``bf16`` or ``fp32``."""
     seed: int = 0
     """Seed of initialisation, levels and data order."""
+    init_from: str | None = None
+    """Fine-tuning: a fresh run starts from this dynamics checkpoint's (EMA) weights instead of a random
+    initialisation; modules the file lacks (a newer architecture option) keep their initialisation.
+    Ignored when the run resumes from its own state."""
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +100,14 @@ def load_dynamics(path, device="cpu") -> tuple[DiT, dict[str, Any]]:
     dit = DiT(from_dict(DiTConfig, meta["config"], "dit config"), meta["action_space"])
     load_module(dit, tensors, "dit", path)
     return dit.to(device).eval(), meta
+
+
+def init_weights(dit: DiT, path) -> list[str]:
+    """Load a dynamics checkpoint's weights into ``dit`` for fine-tuning -> the keys it kept fresh."""
+    meta, tensors = read_checkpoint(path, DYNAMICS_KIND, hint="python train.py stage=dynamics")
+    if meta["action_space"] != dit.action_space:
+        raise ValueError(f"{path} was trained on action space {meta['action_space']}, this data has {dit.action_space}")
+    return load_module(dit, tensors, "dit", path, allow_missing=True)
 
 
 class LatentEncoder:
@@ -140,6 +152,11 @@ def train_dynamics(
         step = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
         if ranks.main:
             print(f"resumed from {state_path} at step {step}")
+    elif cfg.init_from:
+        fresh = init_weights(dit, cfg.init_from)
+        ema.shadow.load_state_dict(dit.state_dict())
+        if ranks.main:
+            print(f"initialised from {cfg.init_from}" + (f" (new: {', '.join(fresh)})" if fresh else ""))
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         stats = evaluate(ema.shadow, encode, held, cfg, sampler, device, run_dir / f"sample-{step:07d}.mp4", data.source)
