@@ -106,9 +106,10 @@ def _held_actions(space, k: int, seed: int) -> list:
 
 def action_response(world: World, context: np.ndarray, context_actions: np.ndarray, frames: int, seed: int) -> dict[str, Any]:
     """How much the keys change the picture, against sampling noise: from each context (E, T, H, W, 3),
-    every action is held for ``frames`` frames with the same sampling noise, and again with another seed. Reports the mean absolute
-    pixel difference (0-255) of the last frames between different actions (``action_spread``) and
-    between the two seeds of one action (``seed_spread``), and per action vs the first (e.g. no-op)."""
+    every action is held for ``frames`` frames with the same sampling noise, and again with another
+    seed. Reports the mean absolute pixel difference (0-255) of the last frames between different
+    actions (``action_spread``) and between the two seeds of one action (``seed_spread``), and per
+    action vs the first (e.g. no-op)."""
     acts = _held_actions(world.action_space, 4, seed)
     e, n = len(context), len(acts)
     last = []  # per seed: (E, n, H, W, 3); one simulator per action, so every action sees the same noise
@@ -118,14 +119,48 @@ def action_response(world: World, context: np.ndarray, context_actions: np.ndarr
             held = np.broadcast_to(np.asarray(act), (e, frames, *np.shape(act)))
             runs.append(world.simulator(e, seed=s).rollout(context, context_actions, held)[:, -1].astype(np.float32))
         last.append(np.stack(runs, 1))
-    a, b = last
+    return _spreads(last[0], last[1], acts, frames)
+
+
+def real_action_response(world: World, episodes: list, end: int, frames: int, seed: int) -> dict[str, Any] | None:
+    """The same measure in the real env: each episode is replayed from its seed up to frame ``end`` - 1
+    (the last context frame), then every action is held for ``frames`` frames. None when a replay does
+    not reproduce the recorded frame (the env is not deterministic given its seed and actions)."""
+    acts = _held_actions(world.action_space, 4, seed)
+    sw = source_world(dict(world.source))
+    env = sw.make_env()
+    last = []
+    try:
+        for e in episodes:
+            runs = []
+            for act in acts:
+                obs, _ = env.reset(seed=e.info["seed"])
+                for a in e.actions[1:end]:
+                    obs = env.step(a)[0]
+                if not np.array_equal(obs, e.frames[end - 1]):
+                    return None
+                for _ in range(frames):
+                    obs, _, terminated, truncated, _ = env.step(act)
+                    if terminated or truncated:  # the episode ended while the key was held: keep its last frame
+                        break
+                runs.append(obs.astype(np.float32))
+            last.append(np.stack(runs))
+    finally:
+        env.close()
+    return _spreads(np.stack(last), None, acts, frames)
+
+
+def _spreads(a: np.ndarray, b: np.ndarray | None, acts: list, frames: int) -> dict[str, Any]:
+    """Last frames (E, n, H, W, 3) per held action (``b``: the same with another seed) -> the figures."""
+    n = a.shape[1]
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    action_spread = float(np.mean([np.abs(a[:, i] - a[:, j]).mean() for i, j in pairs])) if pairs else 0.0
-    seed_spread = float(np.abs(a - b).mean())
-    return {"frames": frames, "actions": [np.asarray(x).tolist() for x in acts],
-            "action_spread": action_spread, "seed_spread": seed_spread,
-            "ratio": action_spread / max(seed_spread, 1e-9),
-            "vs_first_action": [float(np.abs(a[:, j] - a[:, 0]).mean()) for j in range(n)]}
+    out = {"frames": frames, "actions": [np.asarray(x).tolist() for x in acts],
+           "action_spread": float(np.mean([np.abs(a[:, i] - a[:, j]).mean() for i, j in pairs])) if pairs else 0.0,
+           "vs_first_action": [float(np.abs(a[:, j] - a[:, 0]).mean()) for j in range(n)]}
+    if b is not None:
+        out["seed_spread"] = float(np.abs(a - b).mean())
+        out["ratio"] = out["action_spread"] / max(out["seed_spread"], 1e-9)
+    return out
 
 
 def _reconstruct(world: World, clips: np.ndarray) -> np.ndarray:
@@ -206,7 +241,10 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         controllability = {"idm_accuracy_real": acc_real, "idm_accuracy_generated": acc_gen,
                            "idm_accuracy_reconstructed": accuracy(idm, cp, ca),
                            "ratio": acc_gen / max(acc_real, 1e-9), "balanced": True, "classes": n}
-    response = action_response(world, real[:, :c], acts[:, :c], cfg.response_frames, cfg.seed)
+    response = {"model": action_response(world, real[:, :c], acts[:, :c], cfg.response_frames, cfg.seed),
+                "real": real_action_response(world, eps, s + c, cfg.response_frames, cfg.seed)}
+    if response["real"]:
+        response["model_vs_real"] = response["model"]["action_spread"] / max(response["real"]["action_spread"], 1e-9)
     # 5. Reward and termination heads, teacher-forced on held-out real transitions.
     all_frames = np.concatenate([e.frames for e in long_eps])
     all_acts = np.concatenate([e.actions for e in long_eps])

@@ -121,7 +121,7 @@ def load_world(path: str | Path, device: torch.device | str = "cpu", dtype: torc
     try:
         cfg = meta.pop("config")
         vae = CausalVAE(from_dict(VAEConfig, cfg["vae"], "vae config"))
-        dit = DiT(from_dict(DiTConfig, cfg["dit"], "dit config"), meta.pop("action_space"))
+        dit = DiT(DiTConfig.from_stored(cfg["dit"]), meta.pop("action_space"))
         sampler = from_dict(SamplerConfig, meta.pop("sampler"), "sampler")
         source = meta.pop("source")
         mean, std = torch.tensor(meta.pop("latent_mean")), torch.tensor(meta.pop("latent_std"))

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..config import from_dict
 from .rope import Rotary3D, apply_rotary
 
 
@@ -67,6 +68,11 @@ class DiTConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
+
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> DiTConfig:
+        """The config stored in a file. Files written before ``action_cond`` existed have no such path."""
+        return from_dict(cls, {"action_cond": False, **d}, "dit config")
 
     def validate(self) -> None:
         if self.latent_size % self.patch_size:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..checkpoint import load_module, read_checkpoint, save_checkpoint
-from ..config import from_dict, to_dict
+from ..config import to_dict
 from ..data.dataset import ClipDataset, EpisodeDataset
 from ..diffusion.flow import add_noise, sample_levels, velocity
 from ..engine.simulator import SamplerConfig, Simulator
@@ -97,7 +97,7 @@ def save_dynamics(path, dit: DiT, meta: dict[str, Any]) -> None:
 
 def load_dynamics(path, device="cpu") -> tuple[DiT, dict[str, Any]]:
     meta, tensors = read_checkpoint(path, DYNAMICS_KIND, hint="python train.py stage=dynamics")
-    dit = DiT(from_dict(DiTConfig, meta["config"], "dit config"), meta["action_space"])
+    dit = DiT(DiTConfig.from_stored(meta["config"]), meta["action_space"])
     load_module(dit, tensors, "dit", path)
     return dit.to(device).eval(), meta
 
