@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from worldsim.device import resolve_device
+from worldsim.frames import to_model, to_uint8
 from worldsim.inverse_dynamics import accuracy, train_inverse_dynamics, transitions
 from worldsim.metrics import frame_activity, histogram_distance, psnr_frames, ssim_frames, warp_error
 from worldsim.video import write_mp4
@@ -111,7 +112,7 @@ def action_response(world: World, context: np.ndarray, context_actions: np.ndarr
     actions (``action_spread``) and between the two seeds of one action (``seed_spread``), and per
     action vs the first (e.g. no-op)."""
     acts = _held_actions(world.action_space, 4, seed)
-    e, n = len(context), len(acts)
+    e = len(context)
     last = []  # per seed: (E, n, H, W, 3); one simulator per action, so every action sees the same noise
     for s in (seed, seed + 1):
         runs = []
@@ -165,8 +166,6 @@ def _spreads(a: np.ndarray, b: np.ndarray | None, acts: list, frames: int) -> di
 
 def _reconstruct(world: World, clips: np.ndarray) -> np.ndarray:
     """Real clips (E, T, H, W, 3) through the world's VAE (encode, decode): what the world model could at best show."""
-    from worldsim.frames import to_model, to_uint8
-
     with torch.no_grad():
         return np.stack([to_uint8(world.vae.decode(world.vae.encode(to_model(c[None], world.device))))[0] for c in clips])
 

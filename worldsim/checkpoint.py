@@ -95,8 +95,7 @@ def load_module(
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
-    kept = missing if allow_missing else []
-    missing = [] if allow_missing else missing
+    kept, missing = (missing, []) if allow_missing else ([], missing)
     extra = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or extra or wrong:

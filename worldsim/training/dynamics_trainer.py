@@ -144,19 +144,18 @@ def train_dynamics(
     held = ClipDataset(data, cfg.clip_length, "heldout", stride=cfg.clip_length, heldout_every=cfg.heldout_every)
     torch.manual_seed(cfg.seed)
     dit = DiT(model_cfg, data.source["action_space"]).to(device)
+    state_path, out_path, log_path = run_dir / "dynamics_state.safetensors", run_dir / "dynamics.safetensors", run_dir / "dynamics_log.jsonl"
+    if cfg.init_from and not state_path.exists():  # before the EMA copies the weights
+        fresh = init_weights(dit, cfg.init_from)
+        if ranks.main:
+            print(f"initialised from {cfg.init_from}" + (f" (new: {', '.join(fresh)})" if fresh else ""))
     ema = EMA(dit, cfg.ema_decay).to(device)
     opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    state_path, out_path, log_path = run_dir / "dynamics_state.safetensors", run_dir / "dynamics.safetensors", run_dir / "dynamics_log.jsonl"
     step = 0
     if state_path.exists():
         step = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
         if ranks.main:
             print(f"resumed from {state_path} at step {step}")
-    elif cfg.init_from:
-        fresh = init_weights(dit, cfg.init_from)
-        ema.shadow.load_state_dict(dit.state_dict())
-        if ranks.main:
-            print(f"initialised from {cfg.init_from}" + (f" (new: {', '.join(fresh)})" if fresh else ""))
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         stats = evaluate(ema.shadow, encode, held, cfg, sampler, device, run_dir / f"sample-{step:07d}.mp4", data.source)
