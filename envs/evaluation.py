@@ -56,6 +56,8 @@ class EvalConfig:
     """Device of the world model."""
     sampling_steps: int | None = None
     """Override the world's sampling steps (to choose the default by measurement)."""
+    guidance: float | None = None
+    """Override the world's action guidance scale (likewise)."""
 
 
 def _real_run(world: World, frames_needed: int, episodes: int, seed: int) -> list:
@@ -178,6 +180,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     world = load_world(checkpoint, resolve_device(cfg.device))
     if cfg.sampling_steps:
         world.sampler = replace(world.sampler, steps=cfg.sampling_steps)
+    if cfg.guidance is not None:
+        world.sampler = replace(world.sampler, guidance=cfg.guidance)
     horizon = max(cfg.horizons)
     c = cfg.context
     if c > world.dit.cfg.window:

@@ -56,6 +56,28 @@ def test_attention_is_causal_and_windowed():
     assert mask[5 * per, 2 * per] and not mask[5 * per, 1 * per] and not mask[5 * per, 6 * per]
 
 
+def test_branch_frames_predict_what_the_clip_up_to_them_predicts():
+    """Branches (guidance distillation): each branch frame gets exactly the output it would get as the last
+    frame of the clip cut just before its index, and the clip's own frames do not see the branches."""
+    m, t = make(), 7  # longer than the window, so the window limits the branches too
+    lat, acts, lv = torch.randn(2, t, 4, 8, 8), torch.randint(0, 3, (2, t)), torch.rand(2, t) * 0.2
+    idx = [1, 3, 6, 6]  # two variants of frame 6 (other level and action)
+    blat, bacts, blv = torch.randn(2, 4, 4, 8, 8), torch.randint(0, 3, (2, 4)), torch.rand(2, 4)
+    frames = torch.tensor(list(range(t)) + idx)
+    branch = torch.arange(t + 4) >= t
+    with torch.no_grad():
+        v, r, d = m(torch.cat([lat, blat], 1), torch.cat([lv, blv], 1), torch.cat([acts, bacts], 1),
+                    frames=frames, branch=branch)
+        v0, r0, _ = m(lat, lv, acts)
+        torch.testing.assert_close(v[:, :t], v0, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(r[:, :t], r0, rtol=1e-4, atol=1e-5)
+        for j, i in enumerate(idx):
+            rv, rr, _ = m(torch.cat([lat[:, :i], blat[:, j : j + 1]], 1), torch.cat([lv[:, :i], blv[:, j : j + 1]], 1),
+                          torch.cat([acts[:, :i], bacts[:, j : j + 1]], 1))
+            torch.testing.assert_close(v[:, t + j], rv[:, -1], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(r[:, t + j], rr[:, -1], rtol=1e-4, atol=1e-5)
+
+
 def test_actions_change_the_prediction_and_null_differs():
     m = make()
     lat, lv = torch.randn(1, 3, 4, 8, 8), torch.rand(1, 3)

@@ -48,6 +48,15 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     assert world.context_frames.shape == (3, 4, 64, 64, 3) and world.context_actions.shape == (3, 4)
     assert world.source["env_id"] == "CarRacing-v3" and world.source["keymap"]["name"] == "carracing"
     assert world.meta["dynamics_step"] == 12 and world.dit.cfg.window == 4 and world.fps == 50
+    # Guidance distillation, the teacher (and starting point) being the exported world file.
+    distilled = tmp_path / "distilled"
+    distilled.mkdir()
+    (distilled / "vae.safetensors").write_bytes((runs / "vae.safetensors").read_bytes())
+    out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",
+              f"dynamics.train.init_from={world_file}", "dynamics.train.distill_guidance=3", "dynamics.train.log_every=1",
+              f"data_dir={data}", f"run_dir={distilled}", "world.max_episode_steps=20")
+    assert f"initialised from {world_file}" in out and '"guided"' in (distilled / "dynamics_log.jsonl").read_text()
+    assert load_dynamics(distilled / "dynamics.safetensors")[1]["step"] == 2
     out = run("stage=video", "video.episode=1", *common)
     assert (runs / "episode-1.mp4").stat().st_size > 0
 

@@ -237,11 +237,18 @@ class DiT(nn.Module):
         pooled = x.mean(2)
         return v, self.reward_head(pooled)[..., 0], self.done_head(pooled)[..., 0]
 
-    def frame_mask(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frame index of each token (T*L,) -> block-causal windowed mask (T*L, T*L), True = attend."""
-        f = frames.repeat_interleave(self.cfg.tokens_per_frame)
-        diff = f[:, None] - f[None, :]
-        return (diff >= 0) & (diff < self.cfg.window)
+    def frame_mask(self, frames: torch.Tensor, branch: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame index of each frame (T,) -> block-causal windowed mask (T*L, T*L), True = attend.
+        ``branch`` (T,) bool marks branch frames: one attends to itself and to the other frames of
+        earlier index inside the window; nothing else attends to it."""
+        diff = frames[:, None] - frames[None, :]
+        mask = (diff >= 0) & (diff < self.cfg.window)
+        if branch is not None:
+            own = torch.eye(len(frames), dtype=torch.bool, device=frames.device)
+            mask = torch.where(branch[None, :], own, mask)  # branch keys: only to themselves
+            mask = torch.where(branch[:, None] & ~own, mask & (diff > 0), mask)
+        per = self.cfg.tokens_per_frame
+        return mask.repeat_interleave(per, 0).repeat_interleave(per, 1)
 
     # -- whole clips --------------------------------------------------------------------
     def forward(
@@ -251,16 +258,22 @@ class DiT(nn.Module):
         actions: torch.Tensor,
         null: torch.Tensor | None = None,
         start: int = 0,
+        frames: torch.Tensor | None = None,
+        branch: torch.Tensor | None = None,
     ):
         """latents (B, T, C, h, w) at per-frame levels (B, T); actions (B, T[, ...]) that led to each frame;
-        null (B, T) bool swaps in the null action. Frame indices are start .. start + T - 1.
+        null (B, T) bool swaps in the null action. Frame indices are start .. start + T - 1, or ``frames`` (T,).
+        ``branch`` (T,) bool: branch frames see the other frames of earlier index and themselves, and no
+        other frame sees them — each is predicted as the engine's step would predict it after those frames,
+        so many next-frame variants (levels, actions) share one pass over a clip.
         -> velocity (B, T, C, h, w), reward (B, T), termination logit (B, T)."""
         b, t = latents.shape[:2]
         x, cond = self._tokens(latents, levels, actions, null)
-        frames = torch.arange(start, start + t, device=x.device)
+        if frames is None:
+            frames = torch.arange(start, start + t, device=x.device)
         pos = self.frame_pos[None] + F.pad(frames.float()[:, None, None], (0, 2))  # (T, L, 3)
         cos, sin = self.rope.angles(pos.reshape(-1, 3))
-        mask = self.frame_mask(frames)
+        mask = self.frame_mask(frames, branch)
         for block in self.blocks:
             x, _ = block(x, cond, cos, sin, mask)
         return self._outputs(x, cond, b, t)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..checkpoint import load_module, read_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
 from ..config import to_dict
 from ..data.dataset import ClipDataset, EpisodeDataset
 from ..diffusion.flow import add_noise, sample_levels, velocity
@@ -18,7 +18,9 @@ from ..engine.simulator import SamplerConfig, Simulator
 from ..frames import to_model
 from ..models.dit import DiT, DiTConfig
 from ..models.vae import CausalVAE, load_vae
+from ..world import WORLD_KIND
 from .ema import EMA
+from .guidance_distill import distill_loss
 from .loop import Ranks, autocast_dtype, run_training
 from .state import load_state, save_state
 
@@ -74,7 +76,16 @@ class DynamicsTrainConfig:
     init_from: str | None = None
     """Fine-tuning: a fresh run starts from this dynamics checkpoint's (EMA) weights instead of a random
     initialisation; modules the file lacks (a newer architecture option) keep their initialisation.
-    Ignored when the run resumes from its own state."""
+    Ignored when the run resumes from its own state. A dynamics checkpoint or a world file."""
+    distill_guidance: float = 0.0
+    """Guidance distillation (worldsim/training/guidance_distill.py): above 0, the model learns to predict
+    with the action what the ``init_from`` model predicts under action guidance at this scale, so the
+    world keeps that key response at sampler guidance 1. Needs ``init_from``."""
+    distill_branches: int = 8
+    """Guidance distillation: next-frame branches per clip (the clip's last frames)."""
+    distill_start_prob: float = 0.5
+    """Guidance distillation: share of branches that start, as the sampler does, from the previous frame
+    noised to the sampler's start level (the others: their own frame at a sampled level)."""
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -95,16 +106,29 @@ def save_dynamics(path, dit: DiT, meta: dict[str, Any]) -> None:
     save_checkpoint(path, DYNAMICS_KIND, {"dit": dit}, dict(meta, config=to_dict(dit.cfg), action_space=dit.action_space))
 
 
+def read_dynamics(path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata with ``config`` and ``action_space``, tensors) of a dynamics checkpoint, or of the DiT
+    inside a world file."""
+    try:
+        return read_checkpoint(path, DYNAMICS_KIND, hint="python train.py stage=dynamics")
+    except CheckpointError as e:
+        try:
+            meta, tensors = read_checkpoint(path, WORLD_KIND)
+        except CheckpointError:
+            raise e from None
+        return {**meta, "config": meta["config"]["dit"]}, tensors
+
+
 def load_dynamics(path, device="cpu") -> tuple[DiT, dict[str, Any]]:
-    meta, tensors = read_checkpoint(path, DYNAMICS_KIND, hint="python train.py stage=dynamics")
+    meta, tensors = read_dynamics(path)
     dit = DiT(DiTConfig.from_stored(meta["config"]), meta["action_space"])
     load_module(dit, tensors, "dit", path)
-    return dit.to(device).eval(), meta
+    return dit.float().to(device).eval(), meta
 
 
 def init_weights(dit: DiT, path) -> list[str]:
-    """Load a dynamics checkpoint's weights into ``dit`` for fine-tuning -> the keys it kept fresh."""
-    meta, tensors = read_checkpoint(path, DYNAMICS_KIND, hint="python train.py stage=dynamics")
+    """Load a dynamics checkpoint's (or a world file's) weights into ``dit`` for fine-tuning -> the keys it kept fresh."""
+    meta, tensors = read_dynamics(path)
     if meta["action_space"] != dit.action_space:
         raise ValueError(f"{path} was trained on action space {meta['action_space']}, this data has {dit.action_space}")
     return load_module(dit, tensors, "dit", path, allow_missing=True)
@@ -166,13 +190,25 @@ def train_dynamics(
         save_dynamics(out_path, ema.shadow, {"step": step, "source": data.source, "sampler": to_dict(sampler), **stats})
 
     amp = autocast_dtype(device, cfg.precision)
+    teacher = None
+    if cfg.distill_guidance > 0:
+        if not cfg.init_from:
+            raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from: the model whose guided "
+                             "predictions are distilled (a dynamics checkpoint or a world file)")
+        teacher = load_dynamics(cfg.init_from, device)[0].requires_grad_(False)
+        if to_dict(teacher.cfg) != to_dict(model_cfg):
+            raise ValueError(f"guidance distillation keeps the architecture: {cfg.init_from} has {to_dict(teacher.cfg)}, "
+                             f"the config asks for {to_dict(model_cfg)}")
     # Each rank draws its own batches and levels (with replacement, so no sampler needs sharding).
     gen = torch.Generator().manual_seed(cfg.seed + step + 7919 * ranks.rank)
     loader = DataLoader(train, cfg.batch_size, sampler=RandomSampler(train, True, 10**9, generator=gen),
                         num_workers=cfg.loader_workers, drop_last=True)
 
     def loss_fn(net, batch):
-        loss, parts = clip_loss(net, encode, batch, cfg, gen, device, amp)
+        if teacher is not None:
+            loss, parts = distill_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp)
+        else:
+            loss, parts = clip_loss(net, encode, batch, cfg, gen, device, amp)
         return loss, {k: v.item() for k, v in parts.items()}, cfg.batch_size * cfg.clip_length
 
     if ranks.main:
@@ -193,12 +229,29 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(add_noise(z0, levels, noise), levels, actions, null)
     flow = F.mse_loss(v.float(), velocity(z0, noise))
-    w = head_mask.float()
+    r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device)
+    loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
+    return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
+
+
+def head_losses(reward, done, batch, w, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reward (symlog MSE) and termination (BCE) losses of (B, T) predictions, weighted per frame by w (B, T)."""
     denom = w.sum().clamp_min(1.0)
     r_loss = ((reward.float() - symlog(batch["rewards"].to(device))) ** 2 * w).sum() / denom
     d_loss = (F.binary_cross_entropy_with_logits(done.float(), batch["terminated"].to(device).float(), reduction="none") * w).sum() / denom
-    loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
-    return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
+    return r_loss, d_loss
+
+
+def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None):
+    """Guidance distillation on one batch of clips (guidance_distill.py); the clip's own frames train the heads."""
+    z0 = encode(batch["frames"])
+    null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
+    null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
+    guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
+                                              sampler.start_level, gen, amp)
+    r_loss, d_loss = head_losses(reward, done, batch, torch.ones_like(reward, dtype=torch.float32), device)
+    loss = guided + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
+    return loss, {"loss": loss.detach(), "guided": guided.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
 
 @torch.no_grad()
