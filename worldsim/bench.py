@@ -149,10 +149,12 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_interactive(world_path: Path, device: torch.device, steps: int | None, iters: int, warmup: int = 10,
-                      compile: bool = False) -> dict[str, float]:
+                      compile: bool = False, guidance: float | None = None) -> dict[str, float]:
     """One world, as play.py runs it: a step = sampling + cache commit + streaming decode + copy to the host."""
     world = load_world(world_path, device)
     sampler = replace(world.sampler, steps=steps) if steps else world.sampler
+    if guidance is not None:
+        sampler = replace(sampler, guidance=guidance)
     sim = world.simulator(1, sampler, compile=compile)
     sim.prefill(world.context_frames[:1], world.context_actions[:1])
     a = torch.zeros(1, dtype=torch.long, device=device)
@@ -164,7 +166,7 @@ def bench_interactive(world_path: Path, device: torch.device, steps: int | None,
         if i >= warmup:
             times.append(time.perf_counter() - t)
     p = _percentiles(times)
-    return {**p, "fps": 1e3 / p["p50_ms"], "sampling_steps": sampler.steps, "compiled": compile,
+    return {**p, "fps": 1e3 / p["p50_ms"], "sampling_steps": sampler.steps, "guidance": sampler.guidance, "compiled": compile,
             "dit_params_M": sum(x.numel() for x in world.dit.parameters()) / 1e6}
 
 
@@ -288,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--iters", type=int, default=100, help="timed iterations per figure")
     p.add_argument("--frames", type=int, default=5000, help="rollout length for the late-frame timing")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the world's)")
+    p.add_argument("--guidance", type=float, default=None, help="action guidance scale (default: the world's; not 1 adds a network call)")
     p.add_argument("--compile", action="store_true", help="interactive: also time the torch.compile'd step")
     p.add_argument("--sizes", default="1,16,256,1024", help="vector env sizes N")
     p.add_argument("--dit", default="", help="DiT config overrides as key=value pairs, e.g. dim=256,depth=8")
@@ -325,12 +328,13 @@ def main(argv: list[str] | None = None) -> dict:
         vae = load_world(world_path).vae if args.world else CausalVAE(vae_cfg).eval()
         result["decode"] = bench_vae(vae, iters, warmup=5)
     if "interactive" in sections:
-        result["interactive"] = bench_interactive(world_path, device, args.steps, iters)
+        result["interactive"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance)
         if args.compile:
-            result["interactive_compiled"] = bench_interactive(world_path, device, args.steps, iters, warmup=20, compile=True)
+            result["interactive_compiled"] = bench_interactive(world_path, device, args.steps, iters, warmup=20, compile=True,
+                                                               guidance=args.guidance)
         large_path = random_world(Path(tmp.name) / "large.safetensors", large, vae_cfg)
         result["interactive_large"] = {"dit": f"dim={large.dim},depth={large.depth},heads={large.heads}",
-                                       **bench_interactive(large_path, device, args.steps, max(3, iters // 2))}
+                                       **bench_interactive(large_path, device, args.steps, max(3, iters // 2), guidance=args.guidance)}
     if "engine" in sections:
         result["engine"] = bench_engine(dit_cfg, long=frames, iters=max(5, iters // 5))
     if "vector" in sections:
