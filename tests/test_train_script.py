@@ -49,14 +49,16 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     assert world.source["env_id"] == "CarRacing-v3" and world.source["keymap"]["name"] == "carracing"
     assert world.meta["dynamics_step"] == 12 and world.dit.cfg.window == 4 and world.fps == 50
     # Guidance distillation, the teacher (and starting point) being the exported world file.
-    distilled = tmp_path / "distilled"
-    distilled.mkdir()
-    (distilled / "vae.safetensors").write_bytes((runs / "vae.safetensors").read_bytes())
+    distilled = tmp_path / "distilled"  # no VAE there: it comes from the world file
     out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",
               f"dynamics.train.init_from={world_file}", "dynamics.train.distill_guidance=3", "dynamics.train.log_every=1",
               f"data_dir={data}", f"run_dir={distilled}", "world.max_episode_steps=20")
     assert f"initialised from {world_file}" in out and '"guided"' in (distilled / "dynamics_log.jsonl").read_text()
     assert load_dynamics(distilled / "dynamics.safetensors")[1]["step"] == 2
+    vae2, meta2 = load_vae(distilled / "vae.safetensors")
+    assert meta2["latent_std"] == world.latent_std.tolist() and meta2["from_world"] == str(world_file)
+    vae_run = load_vae(runs / "vae.safetensors")[0]
+    torch.testing.assert_close(vae2.encode(x), vae_run.encode(x), atol=1e-2, rtol=0)  # float16 weights in the world file
     out = run("stage=video", "video.episode=1", *common)
     assert (runs / "episode-1.mp4").stat().st_size > 0
 

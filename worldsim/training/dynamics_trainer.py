@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
-from ..config import to_dict
+from ..config import from_dict, to_dict
 from ..data.dataset import ClipDataset, EpisodeDataset
 from ..diffusion.flow import add_noise, sample_levels, velocity
 from ..engine.simulator import SamplerConfig, Simulator
 from ..frames import to_model
 from ..models.dit import DiT, DiTConfig
-from ..models.vae import CausalVAE, load_vae
+from ..models.vae import CausalVAE, VAEConfig, load_vae, save_vae
 from ..world import WORLD_KIND
 from .ema import EMA
 from .guidance_distill import distill_loss
@@ -76,7 +76,8 @@ class DynamicsTrainConfig:
     init_from: str | None = None
     """Fine-tuning: a fresh run starts from this dynamics checkpoint's (EMA) weights instead of a random
     initialisation; modules the file lacks (a newer architecture option) keep their initialisation.
-    Ignored when the run resumes from its own state. A dynamics checkpoint or a world file."""
+    Ignored when the run resumes from its own state. A dynamics checkpoint or a world file (whose VAE
+    becomes the run's when the run folder has none)."""
     distill_guidance: float = 0.0
     """Guidance distillation (worldsim/training/guidance_distill.py): above 0, the model learns to predict
     with the action what the ``init_from`` model predicts under action guidance at this scale, so the
@@ -119,6 +120,20 @@ def read_dynamics(path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return {**meta, "config": meta["config"]["dit"]}, tensors
 
 
+def vae_from_world(path, out) -> bool:
+    """Fine-tuning a world file: write its VAE (with the latent statistics) as ``out``, the run's VAE.
+    -> False when ``path`` is not a world file (a dynamics checkpoint holds no VAE)."""
+    try:
+        meta, tensors = read_checkpoint(path, WORLD_KIND)
+    except CheckpointError:
+        return False
+    vae = CausalVAE(from_dict(VAEConfig, meta["config"]["vae"], "vae config"))
+    load_module(vae, tensors, "vae", path)
+    save_vae(out, vae, {"source": meta["source"], "latent_mean": meta["latent_mean"], "latent_std": meta["latent_std"],
+                        "step": meta.get("vae_step"), "psnr": meta.get("vae_psnr"), "from_world": str(path)})
+    return True
+
+
 def load_dynamics(path, device="cpu") -> tuple[DiT, dict[str, Any]]:
     meta, tensors = read_dynamics(path)
     dit = DiT(DiTConfig.from_stored(meta["config"]), meta["action_space"])
@@ -156,6 +171,8 @@ def train_dynamics(
 ) -> Path:
     """Train (or resume) the DiT on ``data_dir`` with the VAE of ``run_dir``; writes ``run_dir/dynamics.safetensors``."""
     run_dir, ranks = Path(run_dir), ranks or Ranks()
+    if cfg.init_from and not (run_dir / "vae.safetensors").exists():
+        vae_from_world(cfg.init_from, run_dir / "vae.safetensors")
     vae, vae_meta = load_vae(run_dir / "vae.safetensors", device)
     if vae.cfg.temporal_factor != 1:
         raise ValueError("the dynamics model generates one latent per frame: train the VAE with temporal_factor=1")
