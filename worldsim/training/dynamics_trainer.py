@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
-from ..config import from_dict, to_dict
+from ..config import to_dict
 from ..data.dataset import ClipDataset, EpisodeDataset
 from ..diffusion.flow import add_noise, sample_levels, velocity
 from ..engine.simulator import SamplerConfig, Simulator
 from ..frames import to_model
 from ..models.dit import DiT, DiTConfig
-from ..models.vae import CausalVAE, VAEConfig, load_vae, save_vae
-from ..world import WORLD_KIND
+from ..models.vae import CausalVAE, load_vae, save_vae
+from ..world import WORLD_KIND, load_world
 from .ema import EMA
 from .guidance_distill import distill_loss
 from .loop import Ranks, autocast_dtype, run_training
@@ -124,13 +124,12 @@ def vae_from_world(path, out) -> bool:
     """Fine-tuning a world file: write its VAE (with the latent statistics) as ``out``, the run's VAE.
     -> False when ``path`` is not a world file (a dynamics checkpoint holds no VAE)."""
     try:
-        meta, tensors = read_checkpoint(path, WORLD_KIND)
+        world = load_world(path)
     except CheckpointError:
         return False
-    vae = CausalVAE(from_dict(VAEConfig, meta["config"]["vae"], "vae config"))
-    load_module(vae, tensors, "vae", path)
-    save_vae(out, vae, {"source": meta["source"], "latent_mean": meta["latent_mean"], "latent_std": meta["latent_std"],
-                        "step": meta.get("vae_step"), "psnr": meta.get("vae_psnr"), "from_world": str(path)})
+    save_vae(out, world.vae, {"source": world.source, "latent_mean": world.latent_mean.tolist(),
+                              "latent_std": world.latent_std.tolist(), "step": world.meta.get("vae_step"),
+                              "psnr": world.meta.get("vae_psnr"), "from_world": str(path)})
     return True
 
 
@@ -138,7 +137,7 @@ def load_dynamics(path, device="cpu") -> tuple[DiT, dict[str, Any]]:
     meta, tensors = read_dynamics(path)
     dit = DiT(DiTConfig.from_stored(meta["config"]), meta["action_space"])
     load_module(dit, tensors, "dit", path)
-    return dit.float().to(device).eval(), meta
+    return dit.to(device).eval(), meta
 
 
 def init_weights(dit: DiT, path) -> list[str]:
