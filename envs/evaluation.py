@@ -58,6 +58,8 @@ class EvalConfig:
     """Override the world's sampling steps (to choose the default by measurement)."""
     guidance: float | None = None
     """Override the world's action guidance scale (likewise)."""
+    start_level: float | None = None
+    """Override the level the sampler noises the previous frame to as its start (1: pure noise; likewise)."""
 
 
 def _real_run(world: World, frames_needed: int, episodes: int, seed: int) -> list:
@@ -182,6 +184,10 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         world.sampler = replace(world.sampler, steps=cfg.sampling_steps)
     if cfg.guidance is not None:
         world.sampler = replace(world.sampler, guidance=cfg.guidance)
+    if cfg.start_level is not None:
+        if not 0 < cfg.start_level <= 1:
+            raise ValueError(f"eval.start_level must be in (0, 1], got {cfg.start_level}")
+        world.sampler = replace(world.sampler, start_level=cfg.start_level)
     horizon = max(cfg.horizons)
     c = cfg.context
     if c > world.dit.cfg.window:
@@ -205,6 +211,10 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     # 2. Temporal consistency of generated vs real clips.
     warp_gen = float(np.mean([warp_error(x) for x in gen]))
     warp_real = float(np.mean([warp_error(x) for x in real[:, c:]]))
+    # The real frames through the VAE: what the world model could at best show (its ceiling on each metric).
+    recon = _reconstruct(world, real[:, c - 1 :])
+    warp_recon = float(np.mean([warp_error(x) for x in recon[:, 1:]]))
+    recon_psnr = float(psnr_frames(recon[:, 1:], real[:, c:]).mean())
     # 3. Long horizon under the data policy's actions (real episodes played back to back).
     long_eps, need_long = [], cfg.long_frames + c + s
     limit = int(world.source.get("max_episode_steps") or 1000) + 1
@@ -238,7 +248,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         rp, ra = clip_pairs(real[:, c - 1 :], acts[:, c - 1 :])  # real transitions over the generated span
         # Generated transitions: the first pairs the last real context frame with the first generated one.
         gp, ga = clip_pairs(np.concatenate([real[:, c - 1 : c], gen], 1), acts[:, c - 1 :])
-        cp, ca = clip_pairs(_reconstruct(world, real[:, c - 1 :]), acts[:, c - 1 :])
+        cp, ca = clip_pairs(recon, acts[:, c - 1 :])
         acc_real, acc_gen = accuracy(idm, rp, ra), accuracy(idm, gp, ga)
         # The same real transitions through the VAE: the share of the gap the autoencoder accounts for.
         controllability = {"idm_accuracy_real": acc_real, "idm_accuracy_generated": acc_gen,
@@ -266,7 +276,9 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
         "sampler": asdict(world.sampler), "device": str(world.device),
         "fidelity_by_horizon": fidelity,
-        "warp_error": {"generated": warp_gen, "real": warp_real, "ratio": warp_gen / max(warp_real, 1e-9)},
+        "vae_reconstruction_psnr": recon_psnr,
+        "warp_error": {"generated": warp_gen, "real": warp_real, "ratio": warp_gen / max(warp_real, 1e-9),
+                       "reconstructed": warp_recon, "reconstructed_ratio": warp_recon / max(warp_real, 1e-9)},
         "long_horizon": segments, "controllability": controllability, "action_response": response,
         "reward_termination": heads,
         "goals": {

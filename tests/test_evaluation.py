@@ -33,6 +33,7 @@ def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
     assert len(saved["long_horizon"]) == 2 and saved["controllability"]["classes"] == 5
     assert 0 <= saved["controllability"]["idm_accuracy_real"] <= 1
     assert 0 <= saved["controllability"]["idm_accuracy_reconstructed"] <= 1
+    assert saved["warp_error"]["reconstructed"] > 0 and saved["vae_reconstruction_psnr"] > 0
     response = saved["action_response"]
     assert len(response["model"]["vs_first_action"]) == 5 and response["model"]["seed_spread"] > 0
     # The real env, replayed from each episode's seed, shows its keys' effect; the ratio compares the two.
