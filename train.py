@@ -1,10 +1,12 @@
-"""worldsim training entry: python train.py [world=NAME] stage=collect|vae|dynamics|export|eval|video [overrides].
+"""worldsim training entry: python train.py [world=NAME] stage=all|collect|vae|dynamics|export|eval|video [overrides].
 
 Multi-GPU / multi-node: launch the vae or dynamics stage with torchrun, e.g.
   torchrun --nproc_per_node=8 train.py stage=dynamics
 (DistributedDataParallel; every rank writes to the same run_dir, rank 0 alone saves.)
 
 Stages (each resumes where a previous run of it stopped):
+  all      collect, vae, dynamics, export and eval in turn, one process: a whole world in one command
+           (recipe=cpu or recipe=gpu picks the sizes: configs/recipe/); run it again to resume
   collect  record episodes of the real env with its data policy into data_dir
   vae      train the causal VAE on them; writes run_dir/vae.safetensors
   dynamics train the diffusion-forcing DiT on VAE latents; writes run_dir/dynamics.safetensors
@@ -58,13 +60,30 @@ def _devices(cfg: DictConfig):
     return init_distributed(resolve_device(cfg.device))
 
 
+PIPELINE = ("collect", "vae", "dynamics", "export", "eval")
+
+
 def run_stage(cfg: DictConfig) -> None:
     from envs.source import WorldConfig
     from worldsim.config import from_dict
 
     world = from_dict(WorldConfig, _plain(cfg.world), "world")
     world.validate()
-    stage = cfg.stage
+    if cfg.stage != "all":
+        return _run(cfg, cfg.stage, world)
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("stage=all runs in one process; under torchrun, launch stage=vae and stage=dynamics on "
+                         "their own and the other stages with plain python")
+    for stage in PIPELINE:
+        print(f"== stage={stage} ==", flush=True)
+        _run(cfg, stage, world)
+
+
+def _run(cfg: DictConfig, stage: str, world) -> None:
+    from worldsim.config import from_dict
+
     if stage == "collect":
         from envs.collect import CollectConfig, collect
 
@@ -119,7 +138,7 @@ def run_stage(cfg: DictConfig) -> None:
         out = write_mp4(cfg.video.out, ep.frames, data.source.get("fps", 30), scale=cfg.video.scale)
         print(f"wrote {out} ({len(ep)} frames)")
     else:
-        raise SystemExit(f"unknown stage={stage!r}; use collect, vae, dynamics, export, eval or video")
+        raise SystemExit(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval or video")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,27 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     assert (runs / "episode-1.mp4").stat().st_size > 0
 
 
+def test_stage_all_makes_a_world_in_one_command(tmp_path):
+    """stage=all with a recipe: collect, VAE, dynamics, export and eval in turn; run again, every stage resumes
+    (nothing re-collected, training already at its last step)."""
+    import json
+
+    world_file = tmp_path / "world.safetensors"
+    args = ["stage=all", "recipe=cpu", "vae=tiny", "dynamics=tiny", "device=cpu", f"data_dir={tmp_path / 'data'}",
+            f"run_dir={tmp_path / 'run'}", "world.max_episode_steps=20", "collect.frames=60", "collect.progress=false",
+            "vae.train.steps=4", "vae.train.heldout_every=2", "dynamics.train.steps=4", "dynamics.train.heldout_every=2",
+            f"export.out={world_file}", "export.contexts=2", "export.context_frames=4", "eval.episodes=2",
+            "eval.context=3", "eval.horizons=[1,2]", "eval.skip=2", "eval.long_frames=10", "eval.segment=10",
+            "eval.idm_steps=2", "eval.response_frames=2"]
+    out = run(*args)
+    assert [line for line in out.splitlines() if line.startswith("== stage=")] == [
+        f"== stage={s} ==" for s in ("collect", "vae", "dynamics", "export", "eval")]
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    assert report["checkpoint"] == str(world_file) and report["fidelity_by_horizon"].keys() == {"1", "2"}
+    out = run(*args)
+    assert "nothing to do" in out and "at step 4" in out
+
+
 def test_unknown_option_gets_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "train.py", "stage=bogus", f"run_dir={tmp_path}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
