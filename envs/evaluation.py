@@ -21,6 +21,7 @@ from worldsim.device import resolve_device
 from worldsim.frames import to_model, to_uint8
 from worldsim.inverse_dynamics import accuracy, train_inverse_dynamics, transitions
 from worldsim.metrics import frame_activity, histogram_distance, psnr_frames, ssim_frames, warp_error
+from worldsim.response import action_response, held_actions, spreads
 from worldsim.video import write_mp4
 from worldsim.world import World, load_world
 
@@ -101,37 +102,11 @@ def _teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray)
     return rewards, dones
 
 
-def _held_actions(space, k: int, seed: int) -> list:
-    """The actions the response test holds: every action of a small discrete space, else k samples."""
-    if hasattr(space, "n") and int(space.n) <= 32:
-        return [int(space.start) + i for i in range(int(space.n))]
-    space.seed(seed)
-    return [space.sample() for _ in range(k)]
-
-
-def action_response(world: World, context: np.ndarray, context_actions: np.ndarray, frames: int, seed: int) -> dict[str, Any]:
-    """How much the keys change the picture, against sampling noise: from each context (E, T, H, W, 3),
-    every action is held for ``frames`` frames with the same sampling noise, and again with another
-    seed. Reports the mean absolute pixel difference (0-255) of the last frames between different
-    actions (``action_spread``) and between the two seeds of one action (``seed_spread``), and per
-    action vs the first (e.g. no-op)."""
-    acts = _held_actions(world.action_space, 4, seed)
-    e = len(context)
-    last = []  # per seed: (E, n, H, W, 3); one simulator per action, so every action sees the same noise
-    for s in (seed, seed + 1):
-        runs = []
-        for act in acts:
-            held = np.broadcast_to(np.asarray(act), (e, frames, *np.shape(act)))
-            runs.append(world.simulator(e, seed=s).rollout(context, context_actions, held)[:, -1].astype(np.float32))
-        last.append(np.stack(runs, 1))
-    return _spreads(last[0], last[1], acts, frames)
-
-
 def real_action_response(world: World, episodes: list, end: int, frames: int, seed: int) -> dict[str, Any] | None:
     """The same measure in the real env: each episode is replayed from its seed up to frame ``end`` - 1
     (the last context frame), then every action is held for ``frames`` frames. None when a replay does
     not reproduce the recorded frame (the env is not deterministic given its seed and actions)."""
-    acts = _held_actions(world.action_space, 4, seed)
+    acts = held_actions(world.action_space, 4, seed)
     sw = source_world(dict(world.source))
     env = sw.make_env()
     last = []
@@ -152,20 +127,7 @@ def real_action_response(world: World, episodes: list, end: int, frames: int, se
             last.append(np.stack(runs))
     finally:
         env.close()
-    return _spreads(np.stack(last), None, acts, frames)
-
-
-def _spreads(a: np.ndarray, b: np.ndarray | None, acts: list, frames: int) -> dict[str, Any]:
-    """Last frames (E, n, H, W, 3) per held action (``b``: the same with another seed) -> the figures."""
-    n = a.shape[1]
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    out = {"frames": frames, "actions": [np.asarray(x).tolist() for x in acts],
-           "action_spread": float(np.mean([np.abs(a[:, i] - a[:, j]).mean() for i, j in pairs])) if pairs else 0.0,
-           "vs_first_action": [float(np.abs(a[:, j] - a[:, 0]).mean()) for j in range(n)]}
-    if b is not None:
-        out["seed_spread"] = float(np.abs(a - b).mean())
-        out["ratio"] = out["action_spread"] / max(out["seed_spread"], 1e-9)
-    return out
+    return spreads(np.stack(last), None, acts, frames)
 
 
 def _reconstruct(world: World, clips: np.ndarray) -> np.ndarray:

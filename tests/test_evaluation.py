@@ -48,7 +48,7 @@ def test_action_response_tells_a_world_that_ignores_its_keys(tiny_world):
     """Held actions from the same contexts: a world whose action inputs carry nothing shows zero spread."""
     import torch
 
-    from envs.evaluation import action_response
+    from worldsim.response import action_response
     from worldsim.world import load_world
 
     world = load_world(tiny_world)

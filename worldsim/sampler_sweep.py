@@ -4,8 +4,11 @@
         --steps 1,2,4,8 --guidance 1,2 --context-level 0.1
 
 For each setting: PSNR at horizons 1, 4, 16 and 32 frames after an 8-frame real context
-(held-out episodes, their real actions), the copy-last-frame baseline, and the mean
-absolute change between the last generated frames (noise shows up as a large change).
+(held-out episodes, their real actions), the copy-last-frame baseline, the mean
+absolute change between the last generated frames (noise shows up as a large change), and the
+key response from the same contexts (``worldsim.response``: every action held ``--response-frames``
+frames; ``key_spread`` between actions, ``noise_spread`` between two sampling seeds). PSNR alone
+favours settings that keep the previous frame and ignore the keys: read both.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from .data.dataset import EpisodeDataset, in_split
 from .metrics import psnr_frames
+from .response import action_response
 from .world import load_world
 
 
@@ -44,9 +48,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--horizon", type=int, default=32)
     p.add_argument("--skip", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout-every", type=int, default=10, help="the training run's held-out split (every Nth episode)")
+    p.add_argument("--response-frames", type=int, default=16, help="frames each key is held (0: skip the key response)")
     args = p.parse_args(argv)
     world = load_world(args.world)
-    frames, actions = heldout_clips(EpisodeDataset(args.data), args.clips, args.context + args.horizon, args.skip)
+    frames, actions = heldout_clips(EpisodeDataset(args.data), args.clips, args.context + args.horizon, args.skip,
+                                      args.heldout_every)
     c, hs = args.context, [h for h in (1, 4, 16, 32, 64) if h <= args.horizon]
     rows = []
     settings = itertools.product([int(x) for x in args.steps.split(",")], [float(x) for x in args.guidance.split(",")],
@@ -62,6 +69,9 @@ def main(argv=None) -> list[dict]:
             row[f"copy@{h}"] = float(psnr_frames(frames[:, c - 1], frames[:, c + h - 1]).mean())
         row["change_last"] = float(np.abs(np.diff(gen[:, -4:].astype(np.float32), axis=1)).mean())
         row["real_change"] = float(np.abs(np.diff(frames[:, -4:].astype(np.float32), axis=1)).mean())
+        if args.response_frames > 0:
+            r = action_response(world, frames[:, :c], actions[:, :c], args.response_frames, args.seed, sampler)
+            row["key_spread"], row["noise_spread"] = r["action_spread"], r["seed_spread"]
         rows.append(row)
         print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return rows
