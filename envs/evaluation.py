@@ -173,7 +173,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     # 2. Temporal consistency of generated vs real clips.
     warp_gen = float(np.mean([warp_error(x) for x in gen]))
     warp_real = float(np.mean([warp_error(x) for x in real[:, c:]]))
-    # The real frames through the VAE: what the world model could at best show (its ceiling on each metric).
+    # The real frames through the VAE: what the autoencoder alone does to them, a reference for each measure.
     recon = _reconstruct(world, real[:, c - 1 :])
     warp_recon = float(np.mean([warp_error(x) for x in recon[:, 1:]]))
     recon_psnr = float(psnr_frames(recon[:, 1:], real[:, c:]).mean())
