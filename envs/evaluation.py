@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +142,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     world = load_world(checkpoint, resolve_device(cfg.device))
-    if cfg.sampling_steps:
-        world.sampler = replace(world.sampler, steps=cfg.sampling_steps)
-    if cfg.guidance is not None:
-        world.sampler = replace(world.sampler, guidance=cfg.guidance)
-    if cfg.start_level is not None:
-        if not 0 < cfg.start_level <= 1:
-            raise ValueError(f"eval.start_level must be in (0, 1], got {cfg.start_level}")
-        world.sampler = replace(world.sampler, start_level=cfg.start_level)
+    world.sampler = world.sampler.override(steps=cfg.sampling_steps or None, guidance=cfg.guidance,
+                                           start_level=cfg.start_level)
     horizon = max(cfg.horizons)
     c = cfg.context
     if c > world.dit.cfg.window:

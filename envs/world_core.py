@@ -4,7 +4,6 @@ boundary (start contexts from reset options, actions). N worlds are stepped by o
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -48,13 +47,10 @@ class WorldCore:
             raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
         # The DiT and its KV cache run in this dtype (bf16 on GPUs); the VAE stays float32.
         self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device, dtypes[dtype])
-        sampler = self.world.sampler
-        if sampling_steps is not None:
-            if not 1 <= sampling_steps <= 8:
-                raise ValueError(f"sampling_steps must be 1..8, got {sampling_steps}")
-            sampler = dataclasses.replace(sampler, steps=int(sampling_steps))
-        if guidance is not None:
-            sampler = dataclasses.replace(sampler, guidance=float(guidance))
+        if sampling_steps is not None and not 1 <= sampling_steps <= 8:
+            raise ValueError(f"sampling_steps must be 1..8, got {sampling_steps}")
+        sampler = self.world.sampler.override(steps=None if sampling_steps is None else int(sampling_steps),
+                                              guidance=None if guidance is None else float(guidance))
         self.n, self.threshold = num_worlds, termination_threshold
         self.sim = self.world.simulator(num_worlds, sampler, compile=compile)
         self.action_space = self.world.action_space

@@ -152,9 +152,7 @@ def bench_interactive(world_path: Path, device: torch.device, steps: int | None,
                       compile: bool = False, guidance: float | None = None) -> dict[str, float]:
     """One world, as play.py runs it: a step = sampling + cache commit + streaming decode + copy to the host."""
     world = load_world(world_path, device)
-    sampler = replace(world.sampler, steps=steps) if steps else world.sampler
-    if guidance is not None:
-        sampler = replace(sampler, guidance=guidance)
+    sampler = world.sampler.override(steps=steps or None, guidance=guidance)
     sim = world.simulator(1, sampler, compile=compile)
     sim.prefill(world.context_frames[:1], world.context_actions[:1])
     a = torch.zeros(1, dtype=torch.long, device=device)

@@ -8,7 +8,7 @@ through the VAE decoder. Rewards and termination come from the commit pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,6 +37,14 @@ class SamplerConfig:
     start_level: float = 1.0
     """Level each frame's sampling starts from: 1 = pure noise; below 1 the previous frame's latent,
     noised to that level, is the starting point (consecutive frames are nearly alike)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.start_level <= 1:
+            raise ValueError(f"sampler start_level must be in (0, 1] (1: pure noise), got {self.start_level}")
+
+    def override(self, **changes) -> SamplerConfig:
+        """A copy with the given fields changed; a None leaves its field as it is (an option left unset)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def symexp(x: torch.Tensor) -> torch.Tensor:
