@@ -18,7 +18,9 @@ Stages (each resumes where a previous run of it stopped):
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -37,13 +39,23 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
+# A user's mistake (a setting, a path, a file that is not what it should be): one line, exit 2.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ModuleNotFoundError)
+
+
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     _interrupt_on_sigterm()
     try:
         run_stage(cfg)
+    except USER_ERRORS as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print(f"stopped; what was finished is saved: run the same command again to resume stage={cfg.stage}", flush=True)
+        print(f"stopped: run the same command again to resume stage={cfg.stage}", flush=True)
         raise SystemExit(130) from None
     finally:
         import torch.distributed as dist
@@ -71,8 +83,6 @@ def run_stage(cfg: DictConfig) -> None:
     world.validate()
     if cfg.stage != "all":
         return _run(cfg, cfg.stage, world)
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("stage=all runs in one process; under torchrun, launch stage=vae and stage=dynamics on "
                          "their own and the other stages with plain python")
@@ -116,13 +126,15 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
 
         export_cfg = from_dict(ExportConfig, _plain(cfg.export), "export")
         sampler = from_dict(SamplerConfig, _plain(cfg.sampler), "sampler")
-        out = export_world(export_cfg, cfg.data_dir, cfg.run_dir, sampler)
+        out = export_world(export_cfg, cfg.data_dir, cfg.run_dir, sampler, world.name)
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): play it with `python play.py --checkpoint {out}`")
     elif stage == "eval":
         from envs.evaluation import EvalConfig, evaluate_world
 
         eval_cfg = from_dict(EvalConfig, _plain(cfg.eval), "eval")
-        report = evaluate_world(cfg.checkpoint, eval_cfg)
+        from worldsim.training.export import run_export_path
+
+        report = evaluate_world(cfg.checkpoint or run_export_path(cfg.run_dir, world.name), eval_cfg)
         print(json.dumps({k: report[k] for k in ("fidelity_by_horizon", "warp_error", "controllability",
                                                  "reward_termination", "goals")}, indent=1))
         print(f"wrote {eval_cfg.out}/report.json, psnr_by_horizon.png, long_horizon.png, side_by_side.mp4")
@@ -133,13 +145,37 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
         data = EpisodeDataset(cfg.data_dir)
         n = cfg.video.episode
         if not 0 <= n < len(data):
-            raise SystemExit(f"video.episode={n}: {cfg.data_dir} has episodes 0..{len(data) - 1}")
+            raise ValueError(f"video.episode={n}: {cfg.data_dir} has episodes 0..{len(data) - 1}")
         ep = data.episode(n)
         out = write_mp4(cfg.video.out, ep.frames, data.source.get("fps", 30), scale=cfg.video.scale)
         print(f"wrote {out} ({len(ep)} frames)")
     else:
-        raise SystemExit(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval or video")
+        raise ValueError(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval or video")
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config once before Hydra runs, so a mistyped setting is one line and exit 2 (Hydra's own
+    report is several; HYDRA_FULL_ERROR=1 leaves it to Hydra)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a.startswith("-") for a in argv):
+        return
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(Path(__file__).resolve().parent / "configs"), version_base="1.3"):
+            compose("config", overrides=argv)
+    except (HydraException, OmegaConfBaseException) as e:
+        text = " ".join(str(e).split()).split(" Config search path")[0]
+        if "Could not override" in text or "not in struct" in text:
+            key = text.split("'")[1] if "'" in text else text
+            text = f"no setting {key!r} (see configs/config.yaml; to add a new key, +{key}=...)"
+        print(f"error: {text}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
     main()

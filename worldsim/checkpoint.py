@@ -16,7 +16,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .data.episodes import atomic_path, publish
+from .data.episodes import atomic_path, write_checked
+from .integrity import CHECKSUMS, checksums_of, verify
 
 FORMAT = "worldsim.checkpoint"
 VERSION = "1"
@@ -43,13 +44,18 @@ def save_checkpoint(
             out[f"{name}.{k}"] = v.detach().cpu().contiguous()
     for k, v in (tensors or {}).items():
         out[k] = v.detach().cpu().contiguous()
+    bad = sorted(k for k, v in out.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise CheckpointError(f"{path}: not written, tensors {bad[:3]} hold NaN or infinite values (training diverged: "
+                              "lower the learning rate or resume from an earlier checkpoint)")
     header = {"format": FORMAT, "version": VERSION, "kind": kind}
     header.update({k: json.dumps(v) for k, v in meta.items()})
+    header[CHECKSUMS] = checksums_of(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
     try:
         save_file(out, str(tmp), metadata=header)
-        publish(tmp, path)
+        write_checked(tmp, path, CheckpointError)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -76,7 +82,10 @@ def read_checkpoint(path: str | Path, kind: str, hint: str = "") -> tuple[dict[s
         raise CheckpointError(f"{path}: a worldsim {header.get('kind')!r} checkpoint, but a {kind!r} checkpoint is needed here")
     if header.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {header.get('version')!r}, this worldsim reads {VERSION!r}")
+    verify(path, CheckpointError, "it cannot be trusted: restore it from where it came from (git checkout, a copy) "
+                                  "or make it again")
     meta = {}
+    header.pop(CHECKSUMS, None)
     for k, v in header.items():
         try:
             meta[k] = json.loads(v) if k not in ("format", "version", "kind") else v
@@ -85,15 +94,17 @@ def read_checkpoint(path: str | Path, kind: str, hint: str = "") -> tuple[dict[s
     return meta, tensors
 
 
-def load_module(
-    module: nn.Module, tensors: dict[str, torch.Tensor], name: str, path: str | Path = "", allow_missing: bool = False,
-) -> list[str]:
-    """Load ``name.*`` tensors into ``module`` strictly: every key present, nothing extra, same shapes.
-    ``allow_missing`` (fine-tuning from an older model): the module's keys the file lacks keep their
-    initialisation. Returns those keys."""
+def check_fits(build, tensors: dict[str, torch.Tensor], name: str, path: str | Path = "", allow_missing: bool = False) -> None:
+    """Refuse a file whose ``name.*`` weights do not fit the module its config describes, before anything is
+    allocated: ``build()`` runs on the meta device (no memory), so a damaged config cannot exhaust memory."""
+    with torch.device("meta"):
+        module = build()
+    _compare(module.state_dict(), tensors, name, path, allow_missing)
+
+
+def _compare(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], name: str, path, allow_missing: bool):
     prefix = f"{name}."
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    own = module.state_dict()
     missing = sorted(set(own) - set(state))
     kept, missing = (missing, []) if allow_missing else ([], missing)
     extra = sorted(set(state) - set(own))
@@ -108,5 +119,19 @@ def load_module(
             k = wrong[0]
             parts.append(f"shape of {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}")
         raise CheckpointError(f"{path}: {name} weights do not fit the model ({'; '.join(parts)})")
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise CheckpointError(f"{path}: {name} weights {bad[:3]} hold NaN or infinite values; this model cannot "
+                              "generate anything: use an earlier checkpoint of the run")
+    return state, kept
+
+
+def load_module(
+    module: nn.Module, tensors: dict[str, torch.Tensor], name: str, path: str | Path = "", allow_missing: bool = False,
+) -> list[str]:
+    """Load ``name.*`` tensors into ``module`` strictly: every key present, nothing extra, same shapes.
+    ``allow_missing`` (fine-tuning from an older model): the module's keys the file lacks keep their
+    initialisation. Returns those keys."""
+    state, kept = _compare(module.state_dict(), tensors, name, path, allow_missing)
     module.load_state_dict(state, strict=not allow_missing)
     return kept

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_fits, load_module, read_checkpoint, save_checkpoint
 from .config import from_dict, to_dict
 from .engine.simulator import SamplerConfig, Simulator
 from .frames import check_frames
@@ -120,14 +120,28 @@ def load_world(path: str | Path, device: torch.device | str = "cpu", dtype: torc
     meta, tensors = read_checkpoint(path, WORLD_KIND, hint=TRAIN_HINT)
     try:
         cfg = meta.pop("config")
-        vae = CausalVAE(from_dict(VAEConfig, cfg["vae"], "vae config"))
-        dit = DiT(DiTConfig.from_stored(cfg["dit"]), meta.pop("action_space"))
+        vae_cfg, dit_cfg = from_dict(VAEConfig, cfg["vae"], "vae config"), DiTConfig.from_stored(cfg["dit"])
+        action_space = meta.pop("action_space")
         sampler = from_dict(SamplerConfig, meta.pop("sampler"), "sampler")
         source = meta.pop("source")
         mean, std = torch.tensor(meta.pop("latent_mean")), torch.tensor(meta.pop("latent_std"))
         frames, actions = tensors["contexts.frames"].numpy(), tensors["contexts.actions"].numpy()
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: an incomplete or damaged world file ({e}); re-export it with `{TRAIN_HINT}`") from None
+    c = vae_cfg.latent_channels
+    if mean.shape != (c,) or std.shape != (c,) or not (torch.isfinite(mean).all() and torch.isfinite(std).all()) \
+            or not (std > 0).all():
+        raise CheckpointError(f"{path}: latent statistics must be {c} finite means and {c} positive stds, got "
+                              f"{mean.tolist()} / {std.tolist()}; re-export it with `{TRAIN_HINT}`")
+    # Configs are checked against the weights before any network is allocated.
+    try:
+        check_fits(lambda: CausalVAE(vae_cfg), tensors, "vae", path)
+        check_fits(lambda: DiT(dit_cfg, action_space), tensors, "dit", path)
+    except (TypeError, ValueError, KeyError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: its configs describe no valid model ({e}); re-export it with `{TRAIN_HINT}`") from None
+    vae, dit = CausalVAE(vae_cfg), DiT(dit_cfg, action_space)
     load_module(vae, tensors, "vae", path)
     load_module(dit, tensors, "dit", path)
     vae, dit = vae.to(device=device).eval(), dit.to(device=device, dtype=dtype).eval()

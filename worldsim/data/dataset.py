@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..integrity import log
 from .episodes import DatasetError, Episode, EpisodeShard
 
 Split = Literal["all", "train", "heldout"]
@@ -42,7 +43,12 @@ class EpisodeDataset:
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: no dataset folder here; collect one with `python train.py stage=collect`")
         paths = sorted(p for p in self.root.glob("*.safetensors") if not p.name.startswith("."))
-        self.shards = [EpisodeShard(p) for p in paths]
+        self.shards = [EpisodeShard(p, warn_unverified=False) for p in paths]
+        old = [s.path.name for s in self.shards if not s.verified]
+        if old:
+            log.warning(f"warning: {len(old)} of {len(paths)} shards in {self.root} carry no checksums (written by an "
+                        f"older worldsim, e.g. {old[0]}) and are read unverified; add them with "
+                        f"`python -m worldsim.integrity {self.root}/*.safetensors`")
         self.refs: list[EpisodeRef] = []
         seen: dict[int, Path] = {}
         for s, shard in enumerate(self.shards):

@@ -29,6 +29,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from ..integrity import CHECKSUMS, checksums_of, verify
+
 FORMAT = "worldsim.episodes"
 VERSION = "1"
 FIELDS = ("frames", "actions", "rewards", "terminated", "truncated")
@@ -36,6 +38,10 @@ FIELDS = ("frames", "actions", "rewards", "terminated", "truncated")
 
 class DatasetError(ValueError):
     """A dataset file is missing, truncated, foreign or inconsistent."""
+
+
+DAMAGED_FIX = ("delete or move it, then re-run collection to replace it (it records the missing episodes again); "
+               "a shard of a recording cannot be recovered")
 
 
 @dataclass
@@ -78,11 +84,30 @@ def atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def publish(tmp: Path, path: Path) -> None:
-    """Flush ``tmp`` to disk and rename it over ``path`` in one step."""
+    """Flush ``tmp`` to disk and rename it over ``path`` in one step. The file gets the mode any new file
+    gets under the user's umask (safetensors writes its files 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_checked(tmp: Path, path: Path, error: type[Exception]) -> None:
+    """Read back the just-written ``tmp`` against its checksums, then publish it as ``path``."""
+    from ..integrity import damaged_tensors
+
+    bad = damaged_tensors(tmp)
+    if bad:
+        raise error(f"{path}: the file did not read back as written (tensors {bad[:3]}); the disk may be failing "
+                    "or full; nothing was replaced")
+    publish(tmp, path)
 
 
 def write_shard(path: str | Path, episodes: list[Episode], source: dict[str, Any]) -> Path:
@@ -102,8 +127,9 @@ def write_shard(path: str | Path, episodes: list[Episode], source: dict[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
     try:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": VERSION, "meta": json.dumps(meta)})
-        publish(tmp, path)
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": VERSION, "meta": json.dumps(meta),
+                                               CHECKSUMS: checksums_of(tensors)})
+        write_checked(tmp, path, DatasetError)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -116,10 +142,12 @@ class EpisodeShard:
     raises :class:`DatasetError` naming the file and the problem.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, warn_unverified: bool = True) -> None:
         self.path = Path(path)
         self._handle = None
         self._pid = None
+        if not self.path.is_file():
+            raise DatasetError(f"{self.path}: no such file")
         try:
             with safe_open(str(self.path), framework="numpy") as f:
                 header = f.metadata() or {}
@@ -130,7 +158,7 @@ class EpisodeShard:
         except (SafetensorError, OSError) as e:
             raise DatasetError(
                 f"{self.path}: not a readable safetensors file ({e}); it may be truncated by a crash "
-                "or not a worldsim dataset: delete or move it, then re-run collection to replace it"
+                f"or not a worldsim dataset: {DAMAGED_FIX}"
             ) from None
         if header.get("format") != FORMAT:
             raise DatasetError(
@@ -145,6 +173,8 @@ class EpisodeShard:
             self.episodes: list[dict[str, Any]] = meta["episodes"]
         except (KeyError, json.JSONDecodeError) as e:
             raise DatasetError(f"{self.path}: damaged metadata ({e})") from None
+        self.verified = verify(self.path, DatasetError, DAMAGED_FIX, warn_unverified)
+        """False for a shard written before checksums (loaded unverified)."""
         for j, ep in enumerate(self.episodes):
             for name in FIELDS:
                 key = f"ep{j}/{name}"

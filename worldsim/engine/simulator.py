@@ -8,6 +8,7 @@ through the VAE decoder. Rewards and termination come from the commit pass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -39,8 +40,18 @@ class SamplerConfig:
     noised to that level, is the starting point (consecutive frames are nearly alike)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 8:
+            raise ValueError(f"sampler steps must be a whole number 1..8, got {self.steps!r}")
+        for name in ("guidance", "context_level", "shift", "start_level"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"sampler {name} must be a finite number, got {v!r}")
         if not 0 < self.start_level <= 1:
             raise ValueError(f"sampler start_level must be in (0, 1] (1: pure noise), got {self.start_level}")
+        if not 0 <= self.context_level < 1:
+            raise ValueError(f"sampler context_level must be in [0, 1), got {self.context_level}")
+        if self.shift <= 0:
+            raise ValueError(f"sampler shift must be above 0, got {self.shift}")
 
     def override(self, **changes) -> SamplerConfig:
         """A copy with the given fields changed; a None leaves its field as it is (an option left unset)."""

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..signals import signals_deferred
 from .ema import EMA
 from .log import log_row
 
@@ -84,12 +85,15 @@ def run_training(
     """Train ``model`` from ``step`` to ``cfg.steps``; returns the last step.
 
     ``cfg`` supplies lr, warmup, steps, grad_clip, log_every and eval_every. ``evaluate(step)`` ->
-    (stats kept with the checkpoint, row to log); ``checkpoint(step, stats)`` writes the files."""
+    (stats kept with the checkpoint, row to log); ``checkpoint(step, stats)`` writes the files, the resumable
+    state first. Stop signals during a write wait for it; an interrupt writes the state of the step reached
+    (unless that step is already saved) and says "saved" only once the write succeeded."""
     net = model
     if ranks.world_size > 1:
         dev = next(model.parameters()).device
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     stats: dict[str, Any] = {}
+    saved = step if state_path.exists() else -1  # the step whose state is on disk
     t0, seen = time.perf_counter(), 0
     try:
         while step < cfg.steps:
@@ -112,12 +116,24 @@ def run_training(
                 if ranks.main:
                     stats, row = evaluate(step)
                     log_row(log_path, {"step": step, **row})
-                    checkpoint(step, stats)
+                    with signals_deferred(f"writing the step-{step} checkpoint"):
+                        checkpoint(step, stats)
+                        saved = step
                 if ranks.world_size > 1:
                     dist.barrier()
     except KeyboardInterrupt:
-        if ranks.main:
-            print(f"interrupted at step {step}: saving a resumable state to {state_path}")
-            checkpoint(step, stats)
+        if ranks.main and saved != step:
+            print(f"interrupted at step {step}: saving a resumable state to {state_path} (another Ctrl-C waits "
+                  "for the save)", flush=True)
+            try:
+                with signals_deferred("saving", raise_after=False):
+                    checkpoint(step, stats)
+            except Exception as e:
+                print(f"could NOT save step {step} ({type(e).__name__}: {e}); the last saved state is on disk",
+                      flush=True)
+                raise
+            print(f"saved step {step}: {state_path}", flush=True)
+        elif ranks.main:
+            print(f"interrupted at step {step}, which is saved: {state_path}", flush=True)
         raise
     return step

@@ -103,8 +103,9 @@ def train_vae(
         return stats, {"heldout_psnr": stats["psnr"]}
 
     def checkpoint(step: int, stats: dict[str, Any]) -> None:
-        stats = stats or evaluate_now(step)[0]  # the latent statistics must always travel with the weights
+        # The resumable state first (fast); then the weights, whose latent statistics need an evaluation.
         save_state(state_path, step, {"vae": vae, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg)})
+        stats = stats or evaluate_now(step)[0]
         save_vae(out_path, ema.shadow, dict(meta, step=step, **stats))
 
     amp = autocast_dtype(device, cfg.precision)

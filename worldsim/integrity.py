@@ -1,0 +1,156 @@
+"""Checksums of the tensors in a safetensors file: stored in its metadata when written, verified when read.
+
+Every file worldsim writes (world files, training checkpoints, episode shards) carries a metadata entry
+``checksums``: JSON ``{tensor name: crc32 of its bytes, 8 hex digits}``. CRC-32 runs at about 2 GB/s on one
+core of this project's 2-core CPU, so verifying a 10 MiB world file costs ~5 ms. The checksums cover the
+tensor bytes as stored; the metadata itself is JSON that fails loudly when damaged.
+
+Files written before checksums load unverified, with a one-line warning; re-save one with
+``python -m worldsim.integrity FILE`` (in place, atomically, after checking that it reads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import struct
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHECKSUMS = "checksums"
+"""The metadata entry that holds the checksums."""
+
+log = logging.getLogger("worldsim")
+
+
+def checksum(buf) -> str:
+    """CRC-32 of a bytes-like object as 8 hex digits."""
+    return f"{zlib.crc32(buf) & 0xFFFFFFFF:08x}"
+
+
+def tensor_bytes(x) -> memoryview:
+    """The raw little-endian bytes of a contiguous numpy array or CPU torch tensor, as safetensors stores them."""
+    if isinstance(x, np.ndarray):
+        return memoryview(np.ascontiguousarray(x).reshape(-1).view(np.uint8))
+    import torch
+
+    t = x.detach().cpu().contiguous().reshape(-1)
+    return memoryview(t.view(torch.uint8).numpy())
+
+
+def checksums_of(tensors: dict[str, Any]) -> str:
+    """The ``checksums`` metadata value for tensors about to be written."""
+    return json.dumps({k: checksum(tensor_bytes(v)) for k, v in sorted(tensors.items())})
+
+
+def _file_layout(f) -> tuple[dict[str, Any], int]:
+    """(safetensors JSON header, offset where the tensor data starts) of an open file."""
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > 100 * 2**20:
+        raise ValueError(f"header of {n} bytes")
+    return json.loads(f.read(n)), 8 + n
+
+
+def damaged_tensors(path: str | Path) -> list[str] | None:
+    """Names of the tensors whose bytes no longer match the checksums stored in ``path`` ([] = all match);
+    None when the file stores no checksums (written before them). Raises ValueError on an unreadable layout."""
+    with open(path, "rb") as f:
+        header, start = _file_layout(f)
+        stored = (header.get("__metadata__") or {}).get(CHECKSUMS)
+        if stored is None:
+            return None
+        stored = json.loads(stored)
+        size = os.fstat(f.fileno()).st_size
+        names = [k for k in header if k != "__metadata__"]
+        if set(names) != set(stored):
+            return sorted(set(names) ^ set(stored))
+        if size == start:
+            return []
+        bad = []
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            view = memoryview(m)
+            try:
+                for k in names:
+                    a, b = header[k]["data_offsets"]
+                    if start + b > size or checksum(view[start + a:start + b]) != stored[k]:
+                        bad.append(k)
+            finally:
+                view.release()
+        return bad
+
+
+def verify(path: str | Path, error: type[Exception], fix: str, warn: bool = True) -> bool:
+    """Check ``path`` against its stored checksums: raise ``error`` naming the damaged tensors (and ``fix``)
+    on a mismatch; -> False (after a one-line warning unless ``warn`` is off) when it has none, True when it checks."""
+    try:
+        bad = damaged_tensors(path)
+    except (ValueError, OSError, struct.error) as e:
+        raise error(f"{path}: not a readable safetensors file ({e}); {fix}") from None
+    if bad is None:
+        if warn:
+            log.warning(f"warning: {path} carries no checksums (written by an older worldsim) and is loaded "
+                        f"unverified; add them with `python -m worldsim.integrity {path}`")
+        return False
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise error(f"{path} is damaged: the bytes of {', '.join(bad[:3])}{more} do not match the checksums "
+                    f"stored when it was written; {fix}")
+    return True
+
+
+def add_checksums(path: str | Path) -> Path:
+    """Re-write a safetensors file with checksums of its tensors (same tensors and metadata otherwise)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from .data.episodes import atomic_path, publish
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header[CHECKSUMS] = checksums_of(tensors)
+    tmp = atomic_path(path)
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        if damaged_tensors(tmp):
+            raise OSError(f"{tmp}: the re-written file does not read back as written")
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print("usage: python -m worldsim.integrity FILE [FILE ...]: add checksums to worldsim files written "
+              "without them (in place), or report the damage of files that have them", file=sys.stderr)
+        return 2
+    status = 0
+    for p in args:
+        try:
+            bad = damaged_tensors(p)
+        except (ValueError, OSError, struct.error) as e:
+            print(f"{p}: unreadable ({e})", file=sys.stderr)
+            status = 1
+            continue
+        if bad is None:
+            add_checksums(p)
+            print(f"{p}: checksums added")
+        elif bad:
+            print(f"{p}: DAMAGED tensors {bad}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"{p}: ok")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
