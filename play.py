@@ -69,6 +69,7 @@ def main(argv=None) -> int:
         if args.real and not args.headless:  # human demonstrations become training data
             from envs.recording import RecordEpisodes
 
+            source = dict(source, policy="human", provenance={"kind": "real", "policy": "human"})
             real_env = RecordEpisodes(real_env, f"{args.record_dir}/{world.name}-human", source=source)
             print(f"recording every episode into {args.record_dir}/{world.name}-human (train on it with "
                   f"data_dir={args.record_dir}/{world.name}-human)")

@@ -9,6 +9,7 @@ left half-written is discarded and redone, nothing is duplicated.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -78,6 +79,19 @@ def shard_name(indices: list[int]) -> str:
     return f"ep{indices[0]:07d}-{indices[-1]:07d}.safetensors"
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker start-up: exit as soon as the collecting process is gone (even killed with SIGKILL), instead of
+    recording on as an orphan."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _collect_shard(world_cfg: WorldConfig, indices: list[int], base_seed: int, out: str) -> tuple[list[int], int]:
     """Worker: play the episodes ``indices`` and write them as one shard. Returns (indices, frames)."""
     import torch
@@ -116,7 +130,7 @@ def collect(world_cfg: WorldConfig, cfg: CollectConfig) -> EpisodeDataset:
             if old.get(key) != source.get(key):
                 raise DatasetError(
                     f"{out} holds {key}={old.get(key)!r} data, this run records {key}={source.get(key)!r}; "
-                    "use another collect.out folder"
+                    "use another data_dir=... folder"
                 )
         if old.get("seed") != cfg.seed:
             raise DatasetError(f"{out} was collected with collect.seed={old.get('seed')}; resume with the same seed")
@@ -145,7 +159,8 @@ def collect(world_cfg: WorldConfig, cfg: CollectConfig) -> EpisodeDataset:
     start, new_frames = time.perf_counter(), 0
     # Fresh interpreters (spawn): no forked torch thread pools. A worker that dies
     # breaks the pool with an error instead of hanging the run.
-    pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"))
+    pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
     pending: dict = {}
     try:
         while True:

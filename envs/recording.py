@@ -2,8 +2,8 @@
 
 Every finished episode is written at once as its own shard (atomically), so nothing
 finished is ever lost; the episode in flight is written as a truncated episode when
-the env is closed, reset early, or the program stops (exception, Ctrl-C: an exit
-hook flushes it). Files use the training data format (:mod:`worldsim.data.episodes`),
+the env is closed, reset early, or the program stops (exception, Ctrl-C, SIGTERM, SIGHUP:
+an exit hook flushes it). Files use the training data format (:mod:`worldsim.data.episodes`),
 so a recorded folder can be trained on directly; ``video=True`` adds an mp4 per episode.
 
     env = RecordEpisodes(gym.make("worldsim/CarRacing-v0"), "data/dreams", video=True)
@@ -18,8 +18,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from worldsim.data.dataset import EpisodeDataset
+from worldsim.data.dataset import EpisodeDataset, describe_provenance, provenance
 from worldsim.data.episodes import DatasetError, Episode, write_shard
+from worldsim.signals import exit_cleanly_on_stop_signals, restore_handlers, signals_deferred
 from worldsim.spaces import action_array_spec, null_action, space_to_dict
 from worldsim.video import write_mp4
 
@@ -29,13 +30,15 @@ _MATCH_KEYS = ("env_id", "frame_size", "action_space")
 def describe_env(env: gym.Env | gym.vector.VectorEnv) -> dict[str, Any]:
     """The source description of an env: a world-model env's own source, else what the env says of itself."""
     core = getattr(env.unwrapped, "core", None)
-    if core is not None and hasattr(core, "world"):
-        return dict(core.world.source)
+    if core is not None and hasattr(core, "world"):  # generated frames: say which world made them
+        world = core.world
+        return dict(world.source, provenance={"kind": "world", "world_file": str(world.path), "world": world.name})
     single = getattr(env, "single_observation_space", env.observation_space)
     action = getattr(env, "single_action_space", env.action_space)
     spec_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     return {"world": spec_id, "kind": "gym", "env_id": spec_id, "frame_size": int(single.shape[0]),
-            "fps": float(env.metadata.get("render_fps") or 30), "action_space": space_to_dict(action)}
+            "fps": float(env.metadata.get("render_fps") or 30), "action_space": space_to_dict(action),
+            "provenance": {"kind": "real", "policy": "recorded"}}
 
 
 def _check_frame_space(space: gym.Space) -> None:
@@ -48,15 +51,21 @@ def _check_frame_space(space: gym.Space) -> None:
 class EpisodeWriter:
     """Writes finished episodes into a dataset folder, one shard each (and optionally an mp4 each)."""
 
-    def __init__(self, out: str | Path, source: dict[str, Any], video: bool = False, video_scale: int = 4) -> None:
+    def __init__(self, out: str | Path, source: dict[str, Any], video: bool = False, video_scale: int = 4,
+                 allow_mixed: bool = False) -> None:
         self.out, self.source, self.video, self.video_scale = Path(out), source, video, video_scale
         self.out.mkdir(parents=True, exist_ok=True)
-        data = EpisodeDataset(self.out)
+        data = EpisodeDataset(self.out, allow_mixed)
         if data.shards:
             for key in _MATCH_KEYS:
                 if data.source.get(key) != source.get(key):
                     raise DatasetError(f"{self.out} holds {key}={data.source.get(key)!r} data, this env has "
                                        f"{key}={source.get(key)!r}; record into another folder")
+            here, new = provenance(data.source), provenance(source)
+            if here != new and not allow_mixed:
+                raise DatasetError(f"{self.out} holds {describe_provenance(here)}, this env records "
+                                   f"{describe_provenance(new)}; record into another folder (or pass "
+                                   "allow_mixed=True to mix them on purpose)")
         self.next_index = max(data.indices(), default=-1) + 1
         self.written: list[Path] = []
 
@@ -64,9 +73,10 @@ class EpisodeWriter:
         i = self.next_index
         self.next_index += 1
         episode.info = dict(episode.info, index=i, **{"return": float(episode.rewards.sum())})
-        path = write_shard(self.out / f"ep{i:07d}-{i:07d}.safetensors", [episode], self.source)
-        if self.video:
-            write_mp4(path.with_suffix(".mp4"), episode.frames, self.source.get("fps", 30), scale=self.video_scale)
+        with signals_deferred("writing a recorded episode"):  # a second Ctrl-C waits for the shard
+            path = write_shard(self.out / f"ep{i:07d}-{i:07d}.safetensors", [episode], self.source)
+            if self.video:
+                write_mp4(path.with_suffix(".mp4"), episode.frames, self.source.get("fps", 30), scale=self.video_scale)
         self.written.append(path)
         return path
 
@@ -97,13 +107,19 @@ class EpisodeBuffer:
 
 
 class _FlushOnClose:
-    """Closing writes the episodes in flight and drops the exit hook."""
+    """Closing writes the episodes in flight and drops the exit hook. While a recorder is open, SIGTERM and
+    SIGHUP exit through Python's shutdown (which runs the hook) instead of killing the process outright."""
+
+    def _guard(self) -> None:
+        atexit.register(self.flush)
+        self._old_handlers = exit_cleanly_on_stop_signals()
 
     def close(self):
         try:
             self.flush()
         finally:
             atexit.unregister(self.flush)
+            restore_handlers(getattr(self, "_old_handlers", {}))
             super().close()
 
 
@@ -111,12 +127,13 @@ class RecordEpisodes(_FlushOnClose, gym.Wrapper):
     """Records every episode of a single env into ``out`` (see the module docstring)."""
 
     def __init__(self, env: gym.Env, out: str | Path, source: dict[str, Any] | None = None, video: bool = False,
-                 video_scale: int = 4) -> None:
+                 video_scale: int = 4, allow_mixed: bool = False) -> None:
+        """``allow_mixed``: record into a folder that holds data of another provenance (real vs generated)."""
         super().__init__(env)
         _check_frame_space(env.observation_space)
-        self.writer = EpisodeWriter(out, source or describe_env(env), video, video_scale)
+        self.writer = EpisodeWriter(out, source or describe_env(env), video, video_scale, allow_mixed)
         self._buffer: EpisodeBuffer | None = None
-        atexit.register(self.flush)
+        self._guard()
 
     @property
     def written(self) -> list[Path]:
@@ -155,17 +172,17 @@ class RecordEpisodesVector(_FlushOnClose, gym.vector.VectorWrapper):
     """Records every episode of every sub-env of a vector env (autoreset mode NEXT_STEP) into ``out``."""
 
     def __init__(self, env: gym.vector.VectorEnv, out: str | Path, source: dict[str, Any] | None = None,
-                 video: bool = False, video_scale: int = 4) -> None:
+                 video: bool = False, video_scale: int = 4, allow_mixed: bool = False) -> None:
         super().__init__(env)
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode != gym.vector.AutoresetMode.NEXT_STEP:
             raise ValueError(f"recording a vector env needs autoreset_mode NEXT_STEP, this one has {mode}")
         _check_frame_space(env.single_observation_space)
-        self.writer = EpisodeWriter(out, source or describe_env(env), video, video_scale)
+        self.writer = EpisodeWriter(out, source or describe_env(env), video, video_scale, allow_mixed)
         self._buffers: list[EpisodeBuffer | None] = [None] * env.num_envs
         self._ended = np.zeros(env.num_envs, bool)
         self._started = False
-        atexit.register(self.flush)
+        self._guard()
 
     @property
     def written(self) -> list[Path]:

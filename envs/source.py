@@ -107,11 +107,21 @@ class SourceWorld:
             "repeat_prob": c.repeat_prob,
             "max_episode_steps": c.max_episode_steps,
             "keymap": self.keymap(env).to_dict(),
+            "provenance": {"kind": "real", "policy": c.policy},
         }
 
 
 def source_world(source: dict[str, Any]) -> SourceWorld:
-    """The real env behind a dataset or world file, from its stored source description."""
+    """The real env behind a dataset or world file, from its stored source description.
+
+    A file's metadata never makes the program import code: an ``env_id`` of the form ``module:Env`` (which
+    Gymnasium would import) is refused; the env must be registered under a plain id by code the user runs."""
+    env_id = str(source.get("env_id", ""))
+    if ":" in env_id:
+        raise ValueError(f"the file names its real env {env_id!r}, which would import the module "
+                         f"{env_id.split(':')[0]!r}; a world file or dataset must not make worldsim import code. "
+                         "If you trust that module, register its env under a plain id (gymnasium.register) in your "
+                         "own script and use that")
     names = {f for f in WorldConfig.__dataclass_fields__}
     cfg = WorldConfig(**{k: v for k, v in source.items() if k in names and k != "name"})
     cfg.name = source.get("world", cfg.name)

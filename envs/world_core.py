@@ -13,7 +13,7 @@ import torch
 
 from worldsim.device import resolve_device
 from worldsim.frames import check_frames, resize_frames
-from worldsim.spaces import action_array_spec, null_action
+from worldsim.spaces import action_array_spec, check_actions, null_action
 from worldsim.world import World, load_world, world_path
 
 from .keymaps import Keymap
@@ -67,6 +67,9 @@ class WorldCore:
         ``options["frames"]``: a clip (T, H, W, 3) or one image (H, W, 3) of any size (resized);
         ``options["actions"]``: the T actions that led to them (default: the null action).
         Without frames, one of the world's start contexts is chosen with ``rng``."""
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict (e.g. {{'frames': image}}), got {type(options).__name__} "
+                            f"{options!r}")
         options = dict(options or {})
         unknown = set(options) - {"frames", "actions", "reset_mask"}
         if unknown:
@@ -85,12 +88,10 @@ class WorldCore:
         frames = resize_frames(frames, w.frame_size)
         window = w.dit.cfg.window
         if "actions" in options and options["actions"] is not None:
-            actions = np.asarray(options["actions"])
-            want = (len(frames), *self.action_shape)
-            if actions.shape != want:
-                raise ValueError(f"reset option 'actions' must have shape {want} (one action per context frame), "
-                                 f"got {actions.shape}")
-            actions = actions.astype(self.action_dtype)
+            try:
+                actions = check_actions(self.action_space, options["actions"], len(frames))
+            except ValueError as e:
+                raise ValueError(f"reset option 'actions' (one action per context frame): {e}") from None
         else:
             actions = np.stack([null_action(self.action_space)] * len(frames))
         return frames[-window:], actions[-window:], "options"
@@ -112,7 +113,7 @@ class WorldCore:
         """actions (N[, ...]) -> frames uint8 (N, H, W, 3), rewards float32 (N,), terminated bool (N,),
         termination probabilities float32 (N,)."""
         start = time.perf_counter()
-        a = torch.as_tensor(np.asarray(actions, dtype=self.action_dtype).reshape(self.n, *self.action_shape))
+        a = torch.as_tensor(check_actions(self.action_space, actions, self.n))
         frames, rewards, probs = self.sim.step(a)
         rewards, probs = rewards.cpu().numpy().astype(np.float32), probs.cpu().numpy().astype(np.float32)
         self.model_ms = 1e3 * (time.perf_counter() - start)

@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from worldsim.spaces import check_actions
+
 from .world_core import WorldCore
 
 
@@ -56,6 +58,7 @@ class WorldModelEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        self._frame = None  # a reset that fails leaves the env needing another one
         # The model's noise follows the env's seed: seeded resets replay exactly (on CPU).
         self.core.seed(int(self.np_random.integers(2**62)))
         frames, actions, origin = self.core.context(self.np_random, options)
@@ -68,9 +71,7 @@ class WorldModelEnv(gym.Env):
     def step(self, action):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        if not self.action_space.contains(np.asarray(action) if not np.isscalar(action) else action):
-            raise ValueError(f"invalid action {action!r}: expected an element of {self.action_space}")
-        frames, rewards, terminated, probs = self.core.step(np.asarray(action)[None])
+        frames, rewards, terminated, probs = self.core.step(check_actions(self.action_space, action)[None])
         self._frame = frames[0]
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps

@@ -71,6 +71,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 raise ValueError(f"seed list has {len(seed)} entries for {self.num_envs} worlds")
             seed = seed[0]  # the worlds share one noise generator, seeded by the first seed
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict (e.g. {{'reset_mask': mask}}), got {type(options).__name__}")
         mask = np.ones(self.num_envs, bool) if options is None or "reset_mask" not in options else \
             np.asarray(options["reset_mask"], dtype=bool)
         if mask.shape != (self.num_envs,):
@@ -80,6 +82,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if seed is not None or not self._started:
             self.core.seed(int(self.np_random.integers(2**62)))
         worlds = np.flatnonzero(mask)
+        self._started = False  # a reset that fails leaves the env needing a full one
         infos = self._start(worlds, self._per_world(options, worlds))
         self._started = True
         return self._frames.copy(), infos
@@ -103,11 +106,6 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     def step(self, actions):
         if not self._started:
             raise gym.error.ResetNeeded("call reset() before step()")
-        actions = np.asarray(actions)
-        if not self.action_space.contains(actions.astype(self.action_space.dtype, copy=False)) or \
-                actions.shape != self.action_space.shape:
-            raise ValueError(f"invalid actions {actions!r}: expected an element of {self.action_space} "
-                             f"(one action per world, shape {self.action_space.shape})")
         frames, rewards, terminated, probs = self.core.step(actions)
         self._frames[:] = frames
         self._steps += 1

@@ -45,7 +45,7 @@ def test_collection_refuses_another_source_in_the_same_folder(carracing_data, tm
     out = tmp_path / "d"
     shutil.copytree(carracing_data, out)
     other = WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random", max_episode_steps=10)
-    with pytest.raises(DatasetError, match="another collect.out folder"):
+    with pytest.raises(DatasetError, match="another data_dir=... folder"):
         collect(other, CollectConfig(out=str(out), frames=300, progress=False))
 
 

@@ -1,5 +1,6 @@
 """Recording wrappers: episodes land in the training format, atomically, and survive interruptions."""
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,15 +80,19 @@ env.reset(seed=0)
 for t in range(12):
     env.step(3)
     if t == 7:
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of an episode
+        os.kill(os.getpid(), signal.{sig})  # Ctrl-C, a kill or a closed terminal in the middle of an episode
 """
 
 
-def test_real_env_recording_survives_ctrl_c(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_real_env_recording_survives_ctrl_c_and_kill(tmp_path, sig):
     script = tmp_path / "rec.py"
-    script.write_text(INTERRUPTED.format(root=str(ROOT), out=str(tmp_path / "data")))
+    script.write_text(INTERRUPTED.format(root=str(ROOT), out=str(tmp_path / "data"), sig=sig))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+    if sig == "SIGINT":
+        assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+    else:  # exits as a shell reports a signal, after writing the episode
+        assert proc.returncode == 128 + getattr(signal, sig), proc.stderr
     data = EpisodeDataset(tmp_path / "data")
     ep = data.episode(0)
     assert len(ep) == 9 and ep.truncated[-1] and (ep.actions[1:] == 3).all()

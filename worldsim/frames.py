@@ -23,6 +23,8 @@ def check_frames(frames: np.ndarray, what: str = "frames") -> np.ndarray:
         raise ValueError(
             f"{what} must be an RGB image (H, W, 3) or a clip (T, H, W, 3), got shape {frames.shape}"
         )
+    if 0 in frames.shape:
+        raise ValueError(f"{what} is empty (shape {frames.shape}): give at least one frame of at least 1x1 pixels")
     return frames
 
 
@@ -31,7 +33,7 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     frames = check_frames(frames)
     if frames.shape[1:3] == (size, size):
         return frames
-    x = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float()
+    x = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> t c h w").float()  # views may be flipped
     shrink = frames.shape[1] > size or frames.shape[2] > size
     y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=shrink, align_corners=False)
     return rearrange(y.round().clamp(0, 255).to(torch.uint8), "t c h w -> t h w c").numpy()
@@ -39,6 +41,8 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 def to_model(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``(..., T, H, W, 3)`` -> float ``(..., T, 3, H, W)`` in [-1, 1] on ``device``."""
+    if isinstance(frames, np.ndarray):
+        frames = np.ascontiguousarray(frames)  # torch takes no negative strides (a flipped view)
     x = torch.as_tensor(frames, device=device)
     return rearrange(x, "... h w c -> ... c h w").float().div(127.5).sub(1.0)
 

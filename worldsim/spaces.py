@@ -58,3 +58,26 @@ def null_action(space: spaces.Space) -> np.ndarray:
     if isinstance(space, spaces.Discrete):
         return np.asarray(space.start, dtype=dtype)
     return np.zeros(shape, dtype=dtype)
+
+
+def check_actions(space: spaces.Space, actions, batch: int | None = None) -> np.ndarray:
+    """``actions`` as the array the model takes -> shape ``(batch, *shape)`` (or ``shape`` for one action), or
+    a ValueError: one rule for every env. Discrete and MultiDiscrete spaces take integers only (no floats, bools
+    or strings, which a cast would silently round or parse); Box spaces take finite numbers inside the bounds."""
+    shape, dtype = action_array_spec(space)
+    want = shape if batch is None else (batch, *shape)
+    a = np.asarray(actions)
+    integer = np.issubdtype(dtype, np.integer)
+    what = f"an element of {space}" if batch is None else f"one action per world ({batch} in all) from {space}"
+    noun = "action" if batch is None else "actions"
+    if a.dtype.kind not in ("iu" if integer else "iuf"):
+        kind = "integers" if integer else "numbers"
+        raise ValueError(f"invalid {noun} {actions!r}: expected {what}; this space takes {kind}, got dtype {a.dtype}")
+    if a.shape != want:
+        raise ValueError(f"invalid {noun} {actions!r}: expected {what}, shape {want}, got shape {a.shape}")
+    cast = a.astype(dtype)
+    rows = cast.reshape(-1, *shape) if batch is not None else cast[None]
+    for row in rows:
+        if not (np.isfinite(row).all() and space.contains(row if shape else row[()])):
+            raise ValueError(f"invalid {noun} {actions!r}: expected {what}; {row!r} is not in the space")
+    return cast

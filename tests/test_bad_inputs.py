@@ -1,0 +1,207 @@
+"""Bad input gets a clear error (or simply works), never black frames, a silent cast or lost data."""
+
+import json
+import math
+import os
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from envs.recording import RecordEpisodes
+from envs.source import source_world
+from envs.world_env import WorldModelEnv
+from envs.world_vector_env import WorldModelVectorEnv
+from worldsim.checkpoint import CheckpointError
+from worldsim.data.dataset import EpisodeDataset
+from worldsim.data.episodes import DatasetError, Episode, write_shard
+from worldsim.integrity import add_checksums
+from worldsim.world import load_world
+
+
+def rewrite(src, dst, tensors=None, meta=None):
+    """A copy of a world file with some tensors or metadata changed, its checksums made to match (so the
+    check under test is the one that must refuse it, not the checksum)."""
+    with safe_open(str(src), framework="pt") as f:
+        header = dict(f.metadata())
+        all_tensors = {k: f.get_tensor(k) for k in f.keys()}
+    all_tensors.update(tensors or {})
+    header.pop("checksums")
+    for k, v in (meta or {}).items():
+        header[k] = json.dumps(v)
+    save_file(all_tensors, str(dst), metadata=header)
+    add_checksums(dst)
+    return dst
+
+
+def test_a_failed_reset_needs_a_new_reset(tiny_world):
+    env = WorldModelEnv(tiny_world, device="cpu")
+    env.reset(seed=0)
+    frames = np.zeros((3, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="actions"):
+        env.reset(options={"frames": frames, "actions": np.array([0, 9, 0])})  # 9 is outside Discrete(5)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(0)
+    venv = WorldModelVectorEnv(2, tiny_world, device="cpu")
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match="actions"):
+        venv.reset(options={"frames": frames, "actions": np.array([0, -1, 0])})
+    with pytest.raises(gym.error.ResetNeeded):
+        venv.step(np.array([0, 0]))
+
+
+def test_one_action_rule_for_single_and_vector_envs(tiny_world):
+    env = WorldModelEnv(tiny_world, device="cpu")
+    venv = WorldModelVectorEnv(2, tiny_world, device="cpu")
+    env.reset(seed=0)
+    venv.reset(seed=0)
+    for bad in (0.5, 1.0, "1", True, 5, -1):
+        with pytest.raises(ValueError, match="invalid action"):
+            env.step(bad)
+        with pytest.raises(ValueError, match="invalid action"):
+            venv.step(np.array([bad, bad]))
+    env.step(np.int64(4))
+    env.step(2)
+    venv.step([1, 4])
+    with pytest.raises(ValueError, match="shape"):
+        venv.step(np.array([1, 2, 3]))
+
+
+def test_sampler_settings_and_devices_are_checked(tiny_world):
+    for g in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="guidance must be a finite number"):
+            WorldModelEnv(tiny_world, device="cpu", guidance=g)
+    with pytest.raises(ValueError, match="device='bogus' is not a device"):
+        WorldModelEnv(tiny_world, device="bogus")
+
+
+def test_frames_options_and_flipped_views(tiny_world):
+    env = WorldModelEnv(tiny_world, device="cpu")
+    for shape in ((0, 64, 64, 3), (1, 0, 64, 3), (0, 5, 3)):
+        with pytest.raises(ValueError, match="empty"):
+            env.reset(options={"frames": np.zeros(shape, np.uint8)})
+    with pytest.raises(TypeError, match="must be a dict"):
+        env.reset(options=[1, 2])
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    a, _ = env.reset(seed=3, options={"frames": img[::-1]})  # a flipped view is valid input
+    b, _ = env.reset(seed=3, options={"frames": np.ascontiguousarray(img[::-1])})
+    np.testing.assert_array_equal(a, b)
+    big = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    a, _ = env.reset(seed=3, options={"frames": big[:, ::-1]})
+    b, _ = env.reset(seed=3, options={"frames": np.ascontiguousarray(big[:, ::-1])})
+    np.testing.assert_array_equal(a, b)
+
+
+def test_damaged_world_files_are_refused(tiny_world, tmp_path):
+    raw = bytearray(tiny_world.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 4096] = os.urandom(4096)  # a damaged block inside the weights
+    bad = tmp_path / "damaged.safetensors"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="is damaged"):
+        load_world(bad)
+    with safe_open(str(tiny_world), framework="pt") as f:
+        key = next(k for k in f.keys() if k.startswith("dit.") and f.get_tensor(k).is_floating_point())
+        t = f.get_tensor(key).clone()
+    t.view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_world(rewrite(tiny_world, tmp_path / "nan.safetensors", tensors={key: t}))
+    with pytest.raises(CheckpointError, match="positive stds"):
+        load_world(rewrite(tiny_world, tmp_path / "std.safetensors", meta={"latent_std": [0.0] * 4}))
+
+
+def test_configs_that_do_not_fit_the_weights_are_refused_before_building(tiny_world, tmp_path):
+    with safe_open(str(tiny_world), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    huge = json.loads(json.dumps(config))
+    huge["dit"].update(dim=8192, depth=500, heads=64)  # would need ~1 TB if it were built
+    t = time.perf_counter()
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_world(rewrite(tiny_world, tmp_path / "huge.safetensors", meta={"config": huge}))
+    assert time.perf_counter() - t < 60  # refused, not allocated (generous bound: a correctness check, not a timing)
+    double = json.loads(json.dumps(config))
+    double["vae"]["latent_channels"] = 8
+    with pytest.raises(CheckpointError, match="fit|latent statistics"):
+        load_world(rewrite(tiny_world, tmp_path / "latent.safetensors", meta={"config": double}))
+
+
+def test_a_file_cannot_make_worldsim_import_code(tmp_path, monkeypatch):
+    (tmp_path / "evil_env_module.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="must not make worldsim import code"):
+        source_world({"env_id": "evil_env_module:Env", "kind": "gym", "world": "x"})
+    assert not (tmp_path / "imported").exists()
+
+
+def test_generated_rollouts_do_not_mix_with_real_data(tiny_world, carracing_data, tmp_path):
+    import shutil
+
+    real = tmp_path / "real"
+    shutil.copytree(carracing_data, real)
+    with pytest.raises(DatasetError, match="generated by the world"):
+        RecordEpisodes(WorldModelEnv(tiny_world, device="cpu"), real)
+    env = RecordEpisodes(WorldModelEnv(tiny_world, device="cpu"), tmp_path / "dreams")
+    env.reset(seed=0)
+    env.step(1)
+    env.close()
+    source = EpisodeDataset(tmp_path / "dreams").source
+    assert source["provenance"] == {"kind": "world", "world_file": str(tiny_world), "world": "tiny"}
+    assert EpisodeDataset(real).source["provenance"]["kind"] == "real"
+    env = RecordEpisodes(WorldModelEnv(tiny_world, device="cpu"), real, allow_mixed=True)  # asked for: allowed
+    env.reset(seed=0)
+    env.step(1)
+    env.close()
+    with pytest.raises(DatasetError, match="separate folders"):
+        EpisodeDataset(real)
+    assert len(EpisodeDataset(real, allow_mixed=True)) == len(EpisodeDataset(carracing_data)) + 1
+
+
+def _episode(t=5):
+    rng = np.random.default_rng(0)
+    return Episode(rng.integers(0, 256, (t, 64, 64, 3), dtype=np.uint8), np.zeros(t, np.int64),
+                   np.zeros(t, np.float32), np.zeros(t, bool), np.zeros(t, bool), info={"index": 0})
+
+
+def test_damaged_shards_are_refused_and_old_ones_warn(tmp_path, caplog):
+    path = write_shard(tmp_path / "d" / "ep0000000-0000000.safetensors", [_episode(40)], {"env_id": "X"})
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 50_000] = os.urandom(50_000)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="is damaged"):
+        EpisodeDataset(tmp_path / "d")
+    # A shard written before checksums: read, with one warning line.
+    old = tmp_path / "old" / "ep0000000-0000000.safetensors"
+    write_shard(old, [_episode()], {"env_id": "X"})
+    with safe_open(str(old), framework="np") as f:
+        header = {k: v for k, v in f.metadata().items() if k != "checksums"}
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    from safetensors.numpy import save_file as save_np
+
+    save_np(arrays, str(old), metadata=header)
+    with caplog.at_level("WARNING", logger="worldsim"):
+        assert len(EpisodeDataset(tmp_path / "old")) == 1
+    assert len(caplog.records) == 1 and "no checksums" in caplog.records[0].getMessage()
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = write_shard(tmp_path / "s.safetensors", [_episode()], {"env_id": "X"})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_non_finite_weights_are_not_written(tmp_path):
+    from worldsim.checkpoint import save_checkpoint
+
+    m = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        m.weight[0, 0] = float("inf")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        save_checkpoint(tmp_path / "m.safetensors", "test", {"m": m}, {})
+    assert not list(tmp_path.iterdir())
