@@ -40,20 +40,21 @@ def main(argv=None) -> int:
     args = parse(argv)
     import numpy as np
 
-    from envs.game import Game, Side
+    from envs.play.game import Game, Side
     from envs.keymaps import Keymap
     from envs.policies import RandomPolicy, ScriptedPolicy
     from envs.source import source_world
-    from envs.window import NoDisplayError, Window
+    from envs.play.window import NoDisplayError, Window
     from envs.world_env import WorldModelEnv
     from worldsim.checkpoint import CheckpointError
     from worldsim.device import resolve_device
     from worldsim.video import write_mp4
 
     try:
-        model = WorldModelEnv(args.checkpoint, args.world, args.device, args.steps, args.guidance,
+        model = WorldModelEnv(args.checkpoint, args.world or (None if args.checkpoint else "carracing"),
+                              args.device, args.steps, args.guidance,
                               compile=args.compile)
-    except CheckpointError as e:
+    except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     world = model.world
@@ -65,11 +66,11 @@ def main(argv=None) -> int:
         except Exception as e:  # the real env needs its own extras (box2d, ale-py)
             print(f"error: cannot make the real env {world.source.get('env_id')!r}: {e}", file=sys.stderr)
             return 2
-        source = sw.describe(real_env)
+        who = f"play.py --policy {args.policy}" if args.headless else "human"
+        source = dict(sw.describe(real_env), policy=who, provenance={"kind": "real", "policy": who})
         if args.real and not args.headless:  # human demonstrations become training data
             from envs.recording import RecordEpisodes
 
-            source = dict(source, policy="human", provenance={"kind": "real", "policy": "human"})
             real_env = RecordEpisodes(real_env, f"{args.record_dir}/{world.name}-human", source=source)
             print(f"recording every episode into {args.record_dir}/{world.name}-human (train on it with "
                   f"data_dir={args.record_dir}/{world.name}-human)")

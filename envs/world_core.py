@@ -20,12 +20,16 @@ from .keymaps import Keymap
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, world: str | None) -> Path:
-    """A world file from an explicit path, or a shipped world's name (default: carracing)."""
+    """A world file from an explicit path, or a shipped world's name."""
     if checkpoint is not None and world is not None:
         raise ValueError("give either checkpoint=PATH or world=NAME, not both")
     if checkpoint is not None:
         return Path(checkpoint)
-    return world_path(world or "carracing")
+    if world is None:
+        raise ValueError("worldsim/World-v0 needs a world file: gym.make('worldsim/World-v0', checkpoint=PATH) "
+                         "(made by `python train.py stage=export`), or world=NAME for a shipped one; the shipped "
+                         "CarRacing world is gym.make('worldsim/CarRacing-v0')")
+    return world_path(world)
 
 
 class WorldCore:

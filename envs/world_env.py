@@ -8,6 +8,7 @@ starts from one of the world's start contexts, or from any image or clip given a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ class WorldModelEnv(gym.Env):
         sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
         termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None, render_scale: int = 8,
     ) -> None:
-        """checkpoint: a world file (or world: a shipped world's name; default carracing); device:
+        """checkpoint: a world file, or world: a shipped world's name (e.g. carracing; one of the two is needed);
+        device:
         auto | cpu | cuda; sampling_steps (1-8) and guidance override the world's sampler; the episode is
         truncated after max_episode_steps (default: the source env's limit); predicted termination
         probabilities at or above termination_threshold end the episode; compile runs the model step through
@@ -50,6 +52,18 @@ class WorldModelEnv(gym.Env):
     @property
     def world(self):
         return self.core.world
+
+    @property
+    def spec(self):
+        return self.__dict__.get("_spec")
+
+    @spec.setter
+    def spec(self, value) -> None:
+        # gymnasium.make stores a spec without a step limit after building the env; the env truncates
+        # episodes itself, so its spec states that limit (env.spec.max_episode_steps).
+        if value is not None and value.max_episode_steps is None:
+            value = dataclasses.replace(value, max_episode_steps=self.max_episode_steps)
+        self.__dict__["_spec"] = value
 
     @property
     def model_ms(self) -> float:
@@ -87,7 +101,7 @@ class WorldModelEnv(gym.Env):
             return self._frame.copy()
         if self.render_mode == "human":
             if self._window is None:
-                from .window import Window
+                from .play.window import Window
 
                 self._window = Window(f"worldsim: {self.world.name}", self._frame.shape[:2], self.render_scale)
             self._window.show(self._frame)

@@ -8,9 +8,9 @@ import numpy as np
 import pygame
 import pytest
 
-from envs.game import Game, Side
+from envs.play.game import Game, Side
 from envs.keymaps import Keymap
-from envs.window import Window
+from envs.play.window import Window
 from envs.world_env import WorldModelEnv
 from worldsim.data.dataset import EpisodeDataset
 from worldsim.video import read_video
@@ -117,9 +117,13 @@ def test_clear_errors(tmp_path):
     assert proc.returncode == 2 and "known worlds" in proc.stderr
 
 
-def test_no_display_suggests_headless(tiny_world):
+@pytest.mark.parametrize("driver", [None, "no-such-driver"])
+def test_no_display_suggests_headless(tiny_world, driver):
+    """No display: SDL unset falls back to its offscreen driver (an invisible window) -> exit 2 with the hint."""
     import os
 
-    env = dict(os.environ, SDL_VIDEODRIVER="no-such-driver")
+    env = {k: v for k, v in os.environ.items() if k not in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY")}
+    if driver:
+        env["SDL_VIDEODRIVER"] = driver
     proc = run_play("--checkpoint", str(tiny_world), "--device", "cpu", env=env)
-    assert proc.returncode == 2 and "--headless" in proc.stderr
+    assert proc.returncode == 2 and "--headless" in proc.stderr, proc.stderr

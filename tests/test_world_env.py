@@ -27,6 +27,14 @@ def test_check_env_passes(tiny_world):
     made = gym.make("worldsim/World-v0", checkpoint=str(tiny_world), device="cpu", render_mode="rgb_array")
     check_env(made.unwrapped)
     assert made.metadata["render_fps"] == 50 and made.observation_space.shape == (64, 64, 3)
+    assert made.spec.max_episode_steps == made.unwrapped.max_episode_steps == 1000  # the env's own limit
+    short = gym.make("worldsim/World-v0", checkpoint=str(tiny_world), device="cpu", max_episode_steps=7)
+    assert short.spec.max_episode_steps == 7
+
+
+def test_the_generic_id_needs_a_world_file():
+    with pytest.raises(ValueError, match="needs a world file.*checkpoint=PATH.*CarRacing-v0"):
+        gym.make("worldsim/World-v0", device="cpu")
 
 
 def test_seeded_rollouts_replay_and_actions_matter(env):

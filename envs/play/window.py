@@ -7,6 +7,10 @@ import os
 import numpy as np
 
 
+INVISIBLE_DRIVERS = ("offscreen", "dummy")
+"""SDL video drivers that draw into memory only: fine when asked for (tests), a trap when fallen back to."""
+
+
 class NoDisplayError(RuntimeError):
     """pygame could not open a window (no display)."""
 
@@ -23,6 +27,12 @@ class Window:
         h, w = frame_size
         try:
             pygame.display.init()
+            driver = pygame.display.get_driver()
+            asked = os.environ.get("SDL_VIDEODRIVER", "")
+            if driver in INVISIBLE_DRIVERS and driver not in asked:
+                # SDL fell back to a driver that draws nowhere: the window would be invisible.
+                raise pygame.error(f"no display: SDL could only start its {driver!r} video driver, which shows "
+                                   "nothing (set SDL_VIDEODRIVER to use it on purpose)")
             self.screen = pygame.display.set_mode((w * scale, h * scale))
         except pygame.error as e:
             pygame.display.quit()

@@ -19,9 +19,9 @@ import numpy as np
 
 from worldsim.data.episodes import atomic_path, publish
 
+from ..keymaps import Keymap
+from ..recording import EpisodeBuffer, EpisodeWriter, describe_env
 from .hud import FpsMeter, HudState, hud_lines
-from .keymaps import Keymap
-from .recording import EpisodeBuffer, EpisodeWriter
 
 CONTROL_KEYS = {"escape": "quit", "r": "reset", "p": "pause", "h": "hud", "f9": "record", "f12": "screenshot",
                 "[": "fewer_steps", "]": "more_steps", "-": "less_guidance", "=": "more_guidance"}
@@ -85,7 +85,11 @@ class Game:
         self.steps, self.action = 0, keymap.default
         self.meter = FpsMeter()
         first = sides[0]
-        self.recorder = Recorder(self.record_dir / first.source.get("world", "world"), first.source, first.env.action_space)
+        # F9 records the first side: generated frames (labelled with their world file) and real play go to
+        # separate folders, so the two never mix in one dataset.
+        name = first.source.get("world", "world")
+        source, folder = (describe_env(first.env), name) if first.is_model else (first.source, f"{name}-real")
+        self.recorder = Recorder(self.record_dir / folder, source, first.env.action_space)
         self.screenshots: list[Path] = []
         self.notes: list[tuple[float, str]] = []
 
