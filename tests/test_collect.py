@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,49 @@ def test_atari_keymap_combinations():
     assert km.action_for({"up"}) == 1
     assert km.action_for({"up", "right"}) == 5  # the combination wins over either key
     assert km.action_for({"down", "left", "x"}) == 8
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_exit_when_the_collection_is_killed(tmp_path):
+    """kill -9 of a collection: its workers stop too instead of recording on as orphans."""
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "train.py", "stage=collect", f"data_dir={tmp_path / 'd'}",
+                             "collect.frames=1000000", "collect.workers=2", "collect.progress=false"], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(_children(proc.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # the workers are up and recording
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 30
+    while any(_alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)

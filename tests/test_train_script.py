@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from worldsim.models.vae import load_vae
@@ -63,31 +64,63 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     assert (runs / "episode-1.mp4").stat().st_size > 0
 
 
-def test_stage_all_makes_a_world_in_one_command(tmp_path):
-    """stage=all with a recipe: collect, VAE, dynamics, export and eval in turn; run again, every stage resumes
-    (nothing re-collected, training already at its last step)."""
+def test_recipe_tiny_makes_a_playable_world_in_one_command(tmp_path):
+    """The README's first try, exactly as typed, in a fresh folder: collect, VAE, dynamics, export and eval in
+    turn; the world plays; nothing lands in checkpoints/. Run again: every stage resumes (nothing re-collected,
+    training already at its last step, the run's own export replaced)."""
+    import hashlib
     import json
 
-    world_file = tmp_path / "world.safetensors"
-    args = ["stage=all", "recipe=cpu", "vae=tiny", "dynamics=tiny", "device=cpu", f"data_dir={tmp_path / 'data'}",
-            f"run_dir={tmp_path / 'run'}", "world.max_episode_steps=20", "collect.frames=60", "collect.progress=false",
-            "vae.train.steps=4", "vae.train.heldout_every=2", "dynamics.train.steps=4", "dynamics.train.heldout_every=2",
-            f"export.out={world_file}", "export.contexts=2", "export.context_frames=4", "eval.episodes=2",
-            "eval.context=3", "eval.horizons=[1,2]", "eval.skip=2", "eval.long_frames=10", "eval.segment=10",
-            "eval.idm_steps=2", "eval.response_frames=2"]
-    out = run(*args)
-    assert [line for line in out.splitlines() if line.startswith("== stage=")] == [
+    shipped = ROOT / "checkpoints" / "carracing.safetensors"
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    cmd = [sys.executable, str(ROOT / "train.py"), "stage=all", "recipe=tiny"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert [line for line in proc.stdout.splitlines() if line.startswith("== stage=")] == [
         f"== stage={s} ==" for s in ("collect", "vae", "dynamics", "export", "eval")]
-    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
-    assert report["checkpoint"] == str(world_file) and report["fidelity_by_horizon"].keys() == {"1", "2"}
-    out = run(*args)
-    assert "nothing to do" in out and "at step 4" in out
+    world_file = tmp_path / "runs" / "carracing-tiny" / "carracing.safetensors"
+    report = json.loads((tmp_path / "runs" / "carracing-tiny" / "eval" / "report.json").read_text())
+    assert report["checkpoint"] == str(Path("runs/carracing-tiny/carracing.safetensors"))
+    assert f"play.py --checkpoint runs/carracing-tiny/carracing.safetensors" in proc.stdout
+    from envs.world_env import WorldModelEnv
+
+    env = WorldModelEnv(world_file, device="cpu")
+    obs, _ = env.reset(seed=0)
+    frames = [env.step(a)[0] for a in (3, 3, 1, 2)]
+    assert obs.shape == (64, 64, 3) and not np.array_equal(frames[0], frames[-1])
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout and "at step 600" in proc.stdout
 
 
-def test_unknown_option_gets_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "train.py", "stage=bogus", f"run_dir={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "unknown stage='bogus'" in proc.stderr + proc.stdout
+def test_export_never_replaces_a_file_it_was_not_told_to(tmp_path, carracing_data):
+    common = [f"data_dir={carracing_data}", f"run_dir={tmp_path / 'run'}", "vae=tiny", "dynamics=tiny", "device=cpu",
+              "vae.train.steps=2", "vae.train.heldout_every=2", "dynamics.train.steps=2", "dynamics.train.heldout_every=2"]
+    run("stage=vae", *common)
+    run("stage=dynamics", *common)
+    out = run("stage=export", "export.contexts=2", *common)  # default: the run folder
+    own = tmp_path / "run" / "carracing.safetensors"
+    assert f"wrote {own}" in out
+    run("stage=export", "export.contexts=2", *common)  # the run's own export is the run's to replace
+    keep = tmp_path / "shipped.safetensors"
+    keep.write_bytes(b"a world the user keeps")
+    proc = subprocess.run([sys.executable, "train.py", "stage=export", f"export.out={keep}", *common], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "export.overwrite=true" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert keep.read_bytes() == b"a world the user keeps"
+    out = run("stage=export", f"export.out={keep}", "export.overwrite=true", "export.contexts=2", *common)
+    from worldsim.world import load_world
+
+    assert load_world(keep).context_frames.shape[:2] == (2, 4)  # context length: the tiny window
+
+
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
+    for args, says in ((["stage=bogus"], "unknown stage='bogus'"),
+                       (["vae.train.stepz=3"], "no setting 'vae.train.stepz'"),
+                       (["stage=export", f"run_dir={tmp_path}"], "no checkpoint at")):
+        proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ") and says in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_killed_training_saves_and_resumes(tmp_path, carracing_data):
