@@ -30,7 +30,7 @@ def _loop(tmp_path, checkpoint, stop_at=3):
     model = nn.Linear(2, 1)
     ema = EMA(model, 0.9)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    cfg = SimpleNamespace(lr=0.1, warmup=1, steps=100, grad_clip=1.0, log_every=1, eval_every=50)
+    cfg = SimpleNamespace(lr=0.1, warmup=1, steps=100, grad_clip=1.0, log_every=1, eval_every=50, seed=0)
 
     def batches():
         for i in range(10**6):
@@ -80,3 +80,61 @@ def test_signals_deferred_raises_after_the_block(sigterm_interrupts):
             done.append(1)
     assert done == [1]
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the previous handler is back
+
+
+def _state(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, {k: v for k, v in f.metadata().items() if k != "checksums"}
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, carracing_data, monkeypatch):
+    """Interrupted at step 3 and resumed to 6 == trained to 6 at once: weights, EMA, optimizer moments, step."""
+    import shutil
+
+    import worldsim.training.loop as loop
+
+    real_log = loop.log_row
+
+    def interrupt_once_at_3(path, row):  # Ctrl-C right after step 3's update
+        real_log(path, row)
+        if row.get("step") == 3 and "loss" in row and not (path.parent / "stopped").exists():
+            (path.parent / "stopped").touch()
+            raise KeyboardInterrupt
+
+    def stop_and_resume(train, *args):
+        monkeypatch.setattr(loop, "log_row", interrupt_once_at_3)
+        with pytest.raises(KeyboardInterrupt):
+            train(*args)
+        monkeypatch.setattr(loop, "log_row", real_log)
+        train(*args)
+
+    from worldsim.engine.simulator import SamplerConfig
+    from worldsim.models.dit import DiTConfig
+    from worldsim.models.vae import VAEConfig
+    from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
+    from worldsim.training.vae_trainer import VAETrainConfig, train_vae
+
+    vae_cfg = VAEConfig(encoder_channels=(8, 16, 16), decoder_channels=(8, 16, 16), norm_groups=4, latent_channels=4)
+    vae_train = VAETrainConfig(steps=6, batch_size=2, warmup=2, eval_every=100, eval_clips=2, log_every=1, heldout_every=2)
+    dit_cfg = DiTConfig(latent_channels=4, latent_size=16, patch_size=4, dim=32, depth=2, heads=2, window=4)
+    dyn_train = DynamicsTrainConfig(steps=6, batch_size=2, clip_length=4, warmup=2, eval_every=100, log_every=1,
+                                    heldout_every=2)
+    cpu = torch.device("cpu")
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    train_vae(vae_cfg, vae_train, carracing_data, once, cpu)
+    stop_and_resume(train_vae, vae_cfg, vae_train, carracing_data, twice, cpu)
+    a, ma = _state(once / "vae_state.safetensors")
+    b, mb = _state(twice / "vae_state.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and ma == mb
+    shutil.copy(once / "vae.safetensors", twice / "vae.safetensors")  # the same VAE under both dynamics runs
+    sampler = SamplerConfig(steps=1)
+    train_dynamics(dit_cfg, dyn_train, sampler, carracing_data, once, cpu)
+    (twice / "stopped").unlink()
+    stop_and_resume(train_dynamics, dit_cfg, dyn_train, sampler, carracing_data, twice, cpu)
+    a, ma = _state(once / "dynamics_state.safetensors")
+    b, mb = _state(twice / "dynamics_state.safetensors")
+    assert {k for k in a if k.startswith("optim.")} and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert ma == mb

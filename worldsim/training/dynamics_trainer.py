@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
 from ..config import to_dict
@@ -21,7 +21,7 @@ from ..models.vae import CausalVAE, load_vae, save_vae
 from ..world import WORLD_KIND, load_world
 from .ema import EMA
 from .guidance_distill import distill_loss
-from .loop import Ranks, autocast_dtype, run_training
+from .loop import Ranks, StepBatches, autocast_dtype, run_training
 from .state import load_state, save_state
 
 DYNAMICS_KIND = "dynamics"
@@ -216,9 +216,9 @@ def train_dynamics(
             raise ValueError(f"guidance distillation keeps the architecture: {cfg.init_from} has {to_dict(teacher.cfg)}, "
                              f"the config asks for {to_dict(model_cfg)}")
     # Each rank draws its own batches and levels (with replacement, so no sampler needs sharding).
-    gen = torch.Generator().manual_seed(cfg.seed + step + 7919 * ranks.rank)
-    loader = DataLoader(train, cfg.batch_size, sampler=RandomSampler(train, True, 10**9, generator=gen),
-                        num_workers=cfg.loader_workers, drop_last=True)
+    gen = torch.Generator()  # reseeded every step by the loop
+    loader = DataLoader(train, batch_sampler=StepBatches(len(train), cfg.batch_size, cfg.seed, step, ranks.rank),
+                        num_workers=cfg.loader_workers)
 
     def loss_fn(net, batch):
         if teacher is not None:
@@ -230,7 +230,8 @@ def train_dynamics(
     if ranks.main:
         print(f"DiT: {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, {model_cfg.tokens_per_frame} tokens/frame, "
               f"{len(train)} train clips, {len(held)} held-out clips, device {device}, autocast {amp}, processes {ranks.world_size}")
-    run_training(dit, ema, opt, cfg, step, iter(loader), loss_fn, evaluate_now, checkpoint, log_path, state_path, ranks)
+    run_training(dit, ema, opt, cfg, step, iter(loader), loss_fn, evaluate_now, checkpoint, log_path, state_path, ranks,
+                 generator=gen)
     return out_path
 
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Sampler
 
 from ..signals import signals_deferred
 from .ema import EMA
@@ -73,6 +75,32 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return None
 
 
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of one optimiser step's randomness (which clips, levels, noise): a function of the step alone,
+    so a run resumed at step k draws what an uninterrupted run draws from step k on."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+class StepBatches(Sampler[list[int]]):
+    """Batch sampler: step s's clip indices, drawn with replacement from ``step_seed(seed, s, rank)``,
+    from ``start`` on without end (the loop stops at its last step)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, rank: int = 0) -> None:
+        if n < 1:
+            raise ValueError("no training clips: collect more data, or use shorter clips (clip_length)")
+        self.n, self.batch_size, self.seed, self.start, self.rank = n, batch_size, seed, start, rank
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while True:
+            g = torch.Generator().manual_seed(step_seed(self.seed, step, self.rank) ^ 0x5EED)
+            yield torch.randint(self.n, (self.batch_size,), generator=g).tolist()
+            step += 1
+
+    def __len__(self) -> int:
+        return 2**62
+
+
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, Any], int]]
 """(network, batch) -> (loss, scalars to log, frames in the batch)."""
 
@@ -81,10 +109,12 @@ def run_training(
     model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, cfg: Any, step: int, batches: Iterator[Any],
     loss_fn: LossFn, evaluate: Callable[[int], tuple[dict[str, Any], dict[str, Any]]],
     checkpoint: Callable[[int, dict[str, Any]], None], log_path: Path, state_path: Path, ranks: Ranks = Ranks(),
+    generator: torch.Generator | None = None,
 ) -> int:
     """Train ``model`` from ``step`` to ``cfg.steps``; returns the last step.
 
-    ``cfg`` supplies lr, warmup, steps, grad_clip, log_every and eval_every. ``evaluate(step)`` ->
+    ``cfg`` supplies lr, warmup, steps, grad_clip, log_every, eval_every and seed; each step reseeds torch's
+    global RNG and ``generator`` from (seed, step, rank), so a resumed run equals an uninterrupted one. ``evaluate(step)`` ->
     (stats kept with the checkpoint, row to log); ``checkpoint(step, stats)`` writes the files, the resumable
     state first. Stop signals during a write wait for it; an interrupt writes the state of the step reached
     (unless that step is already saved) and says "saved" only once the write succeeded."""
@@ -100,6 +130,10 @@ def run_training(
             batch = next(batches)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
+            # This step's randomness depends on the step alone: resuming reproduces the uninterrupted run.
+            torch.manual_seed(step_seed(cfg.seed, step, ranks.rank))
+            if generator is not None:
+                generator.manual_seed(step_seed(cfg.seed, step, ranks.rank) ^ 0x1E7E15)
             loss, parts, frames = loss_fn(net, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

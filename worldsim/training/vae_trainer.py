@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from ..config import to_dict
 from ..data.dataset import ClipDataset, EpisodeDataset
 from ..frames import psnr, to_model
 from ..models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
 from .ema import EMA
-from .loop import Ranks, autocast_dtype, run_training
+from .loop import Ranks, StepBatches, autocast_dtype, run_training
 from .state import load_state, save_state
 
 
@@ -119,10 +119,9 @@ def train_vae(
         loss = mse + cfg.l1_weight * F.l1_loss(recon, x) + cfg.kl_weight * kl_divergence(mean.float(), logvar.float())
         return loss, {"loss": loss.item(), "train_psnr": 10 * math.log10(4 / max(mse.item(), 1e-10))}, x.shape[0] * x.shape[1]
 
-    gen = torch.Generator().manual_seed(cfg.seed + step + 7919 * ranks.rank)
     loader = DataLoader(
-        train, cfg.batch_size, sampler=RandomSampler(train, replacement=True, num_samples=10**9, generator=gen),
-        num_workers=cfg.loader_workers, drop_last=True, persistent_workers=cfg.loader_workers > 0,
+        train, batch_sampler=StepBatches(len(train), cfg.batch_size, cfg.seed, step, ranks.rank),
+        num_workers=cfg.loader_workers, persistent_workers=cfg.loader_workers > 0,
     )
     if ranks.main:
         print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, {len(train)} train clips, "
