@@ -23,16 +23,19 @@ from worldsim.integrity import add_checksums
 from worldsim.world import load_world
 
 
-def rewrite(src, dst, tensors=None, meta=None):
+def rewrite(src, dst, tensors=None, meta=None, drop=(), raw_meta=None):
     """A copy of a world file with some tensors or metadata changed, its checksums made to match (so the
     check under test is the one that must refuse it, not the checksum)."""
     with safe_open(str(src), framework="pt") as f:
         header = dict(f.metadata())
         all_tensors = {k: f.get_tensor(k) for k in f.keys()}
     all_tensors.update(tensors or {})
+    for k in drop:
+        del all_tensors[k]
     header.pop("checksums")
     for k, v in (meta or {}).items():
         header[k] = json.dumps(v)
+    header.update(raw_meta or {})
     save_file(all_tensors, str(dst), metadata=header)
     add_checksums(dst)
     return dst
@@ -112,6 +115,18 @@ def test_damaged_world_files_are_refused(tiny_world, tmp_path):
         load_world(rewrite(tiny_world, tmp_path / "nan.safetensors", tensors={key: t}))
     with pytest.raises(CheckpointError, match="positive stds"):
         load_world(rewrite(tiny_world, tmp_path / "std.safetensors", meta={"latent_std": [0.0] * 4}))
+
+
+def test_world_files_load_strictly(tiny_world, tmp_path):
+    key = "dit.patch_in.weight"
+    with pytest.raises(CheckpointError, match=r"missing \['patch_in.weight'\]"):
+        load_world(rewrite(tiny_world, tmp_path / "missing.safetensors", drop=[key]))
+    with pytest.raises(CheckpointError, match=r"unexpected \['extra.weight'\]"):
+        load_world(rewrite(tiny_world, tmp_path / "extra.safetensors", tensors={"dit.extra.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match="version '2', this worldsim reads '1'"):
+        load_world(rewrite(tiny_world, tmp_path / "v2.safetensors", raw_meta={"version": "2"}))
+    with pytest.raises(CheckpointError, match="'vae' checkpoint, but a 'world' checkpoint is needed"):
+        load_world(rewrite(tiny_world, tmp_path / "kind.safetensors", raw_meta={"kind": "vae"}))
 
 
 def test_configs_that_do_not_fit_the_weights_are_refused_before_building(tiny_world, tmp_path):

@@ -94,8 +94,18 @@ def test_actions_change_the_prediction_and_null_differs():
 ])
 def test_other_action_spaces(space, actions):
     m = make(space)
-    v, r, d = m(torch.randn(1, 2, 4, 8, 8), torch.rand(1, 2), actions, null=torch.tensor([[True, False]]))
+    x, lv = torch.randn(1, 2, 4, 8, 8), torch.rand(1, 2)
+    v, r, d = m(x, lv, actions, null=torch.tensor([[True, False]]))
     assert v.shape == (1, 2, 4, 8, 8) and r.shape == d.shape == (1, 2)
+    # The action has an effect: another action for frame 1 changes its prediction; frame 0 (null) and the
+    # earlier frame (causal) are untouched.
+    other = actions.clone()
+    other[0, 1] = torch.tensor([1, 1]) if space["type"] == "MultiDiscrete" else torch.tensor([-0.9, 0.3])
+    v2, _, _ = m(x, lv, other, null=torch.tensor([[True, False]]))
+    assert not torch.allclose(v2[:, 1], v[:, 1]) and torch.allclose(v2[:, 0], v[:, 0])
+    other[0, 0] = other[0, 1]  # frame 0 takes the null action whatever is given
+    v3, _, _ = m(x, lv, other, null=torch.tensor([[True, False]]))
+    torch.testing.assert_close(v3, v2)
 
 
 def test_zero_initialised_network_predicts_zero_velocity():

@@ -49,6 +49,13 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     assert world.context_frames.shape == (3, 4, 64, 64, 3) and world.context_actions.shape == (3, 4)
     assert world.source["env_id"] == "CarRacing-v3" and world.source["keymap"]["name"] == "carracing"
     assert world.meta["dynamics_step"] == 12 and world.dit.cfg.window == 4 and world.fps == 50
+    # The world file holds the trained weights, rounded to float16 and nothing else.
+    trained = load_dynamics(runs / "dynamics.safetensors")[0].state_dict()
+    for name, w in world.dit.state_dict().items():
+        assert torch.equal(w, trained[name].half().float()), name
+    vae_trained = load_vae(runs / "vae.safetensors")[0].state_dict()
+    for name, w in world.vae.state_dict().items():
+        assert torch.equal(w, vae_trained[name].half().float() if w.is_floating_point() else vae_trained[name]), name
     # Guidance distillation, the teacher (and starting point) being the exported world file.
     distilled = tmp_path / "distilled"  # no VAE there: it comes from the world file
     out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",

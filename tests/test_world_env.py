@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import torch
 import pytest
 from gymnasium.utils.env_checker import check_env
 
@@ -46,6 +47,17 @@ def test_seeded_rollouts_replay_and_actions_matter(env):
     assert not np.array_equal(a[-1], c[-1])
 
 
+def test_guidance_changes_the_frames(tiny_world):
+    def frames(guidance):
+        e = WorldModelEnv(tiny_world, device="cpu", guidance=guidance)
+        return rollout(e, 3, [1, 2, 2])
+
+    plain, guided, again = frames(1.0), frames(4.0), frames(4.0)
+    np.testing.assert_array_equal(plain[0], guided[0])  # same start
+    assert np.abs(plain[-1].astype(int) - guided[-1].astype(int)).mean() > 0.5
+    np.testing.assert_array_equal(guided[-1], again[-1])
+
+
 def test_observations_are_fresh_arrays(env):
     obs, _ = env.reset(seed=0)
     keep = obs.copy()
@@ -66,8 +78,18 @@ def test_step_returns_predictions_and_truncates(tiny_world):
 
 def test_image_to_world_from_any_size(env):
     rng = np.random.default_rng(1)
-    obs, info = env.reset(seed=0, options={"frames": rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)})
+    img = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    obs, info = env.reset(seed=0, options={"frames": img})
     assert obs.shape == (64, 64, 3) and info["context"] == "options" and info["context_frames"] == 1
+    # The world starts from that image: its first frame is the image through the VAE, not a stored context.
+    from worldsim.frames import resize_frames, to_model, to_uint8
+
+    vae = env.unwrapped.world.vae
+    with torch.no_grad():
+        expect = to_uint8(vae.decode(vae.encode(to_model(resize_frames(img, 64)[None]))))[0, -1]
+    assert np.abs(obs.astype(int) - expect.astype(int)).max() <= 1
+    other, _ = env.reset(seed=0, options={"frames": 255 - img})
+    assert np.abs(other.astype(int) - obs.astype(int)).mean() > 1
     clip = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     obs, info = env.reset(options={"frames": clip, "actions": np.array([0, 1, 1, 2, 2, 3])})
     assert info["context_frames"] == 4  # the DiT window
@@ -163,6 +185,37 @@ def test_vector_autoreset_next_step(tiny_world):
     assert not always.step(np.zeros(3, int))[2].any()  # next step: autoreset, not terminated
 
 
+def test_vector_env_when_only_some_worlds_end(tiny_world):
+    """World 0 is one step ahead of world 1 (restarted after a step), so with a 3-step limit world 1 ends
+    first: at its autoreset step its action is ignored (new start frame, reward 0, not ended) and world 0 goes
+    on exactly as in a run where nothing ended."""
+
+    def run(limit, actions_at_reset):
+        venv = make_vec(tiny_world, n=2, max_episode_steps=limit)
+        venv.reset(seed=4)
+        venv.step(np.array([1, 1]))
+        venv.reset(options={"reset_mask": np.array([True, False])})  # world 0 restarts; world 1 is at step 1
+        out = [venv.step(np.array([2, 3])) for _ in range(2)]  # world 1 reaches its limit of 3
+        out.append(venv.step(np.array([2, actions_at_reset])))  # world 1's autoreset step
+        return out
+
+    a, b, endless = run(3, 0), run(3, 4), run(100, 0)
+    assert a[1][3].tolist() == [False, True]  # only world 1 truncated
+    obs_a, rew_a, term_a, trunc_a, info_a = a[2]
+    obs_b, rew_b = b[2][0], b[2][1]
+    np.testing.assert_array_equal(obs_a[1], obs_b[1])  # world 1's action at the reset step is ignored
+    assert rew_a[1] == rew_b[1] == 0 and not term_a[1] and not trunc_a[1] and info_a["_context"].tolist() == [False, True]
+    assert info_a["context"][1] in range(len(tiny_world_contexts(tiny_world)))
+    np.testing.assert_array_equal(obs_a[0], endless[2][0][0])  # world 0 untouched by world 1's reset
+    assert rew_a[0] == endless[2][1][0]
+
+
+def tiny_world_contexts(path):
+    from worldsim.world import load_world
+
+    return load_world(path).context_frames
+
+
 def test_vector_partial_reset_and_per_world_images(tiny_world):
     venv = make_vec(tiny_world)
     rng = np.random.default_rng(0)
@@ -196,5 +249,14 @@ def test_gymnasium_play_runs_the_world(tiny_world):
     env = gym.make("worldsim/World-v0", checkpoint=str(tiny_world), device="cpu", render_mode="rgb_array")
     pygame.init()
     pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_LEFT))
-    pygame.event.post(pygame.event.Event(pygame.QUIT))
-    play(env, fps=1000, zoom=2)  # returns once the posted quit event is read
+    taken, frames = [], []
+
+    def callback(obs, next_obs, action, reward, terminated, truncated, info):
+        taken.append(int(action))
+        frames.append((obs, next_obs))
+        if action == 1:  # the left key reached the world: stop
+            pygame.event.post(pygame.event.Event(pygame.QUIT))
+
+    play(env, fps=1000, zoom=2, callback=callback)  # returns once the posted quit event is read
+    assert taken[-1] == 1 and set(taken) <= {0, 1}  # the keymap's left key (action 1) drove the world
+    assert not np.array_equal(*frames[-1])

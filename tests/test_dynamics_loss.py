@@ -1,0 +1,98 @@
+"""The dynamics training loss itself: null-action dropout, the null action on reset frames, and each reward
+and termination trained on the frame it belongs to."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from worldsim.models.dit import DiT, DiTConfig
+from worldsim.training.dynamics_trainer import DynamicsTrainConfig, clip_loss, head_losses, symlog
+
+SPACE = {"type": "Discrete", "n": 5, "start": 0}
+
+
+def dit():
+    torch.manual_seed(0)
+    m = DiT(DiTConfig(latent_channels=4, latent_size=8, patch_size=4, dim=32, depth=2, heads=2, window=4), SPACE)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def batch(actions, start, t=4):
+    torch.manual_seed(1)
+    return {"frames": torch.randn(2, t, 4, 8, 8), "actions": torch.as_tensor(actions), "start": torch.as_tensor(start),
+            "rewards": torch.zeros(2, t), "terminated": torch.zeros(2, t, dtype=torch.bool)}
+
+
+def flow(model, b, **cfg):
+    c = DynamicsTrainConfig(**cfg)
+    gen = torch.Generator().manual_seed(3)  # same levels and noise for every call
+    _, parts = clip_loss(model, lambda x: x, b, c, gen, torch.device("cpu"))
+    return parts["flow"].item()
+
+
+def test_null_action_dropout_hides_the_actions():
+    m = dit()
+    a, b = [[1, 2, 3, 4], [4, 3, 2, 1]], [[0, 0, 0, 0], [2, 2, 2, 2]]
+    seen = flow(m, batch(a, [5, 5]), null_action_prob=0.0), flow(m, batch(b, [5, 5]), null_action_prob=0.0)
+    hidden = flow(m, batch(a, [5, 5]), null_action_prob=1.0), flow(m, batch(b, [5, 5]), null_action_prob=1.0)
+    assert seen[0] != seen[1]  # the model is told the actions
+    assert hidden[0] == hidden[1]  # every action dropped: the loss cannot depend on them
+
+
+def test_reset_frames_get_the_null_action():
+    """A clip starting at an episode's reset frame (start 0): nothing led to frame 0, so its stored placeholder
+    action must not reach the model; mid-episode (start > 0) the first frame's action does."""
+    m = dit()
+    a, b = [[1, 2, 3, 4], [4, 3, 2, 1]], [[3, 2, 3, 4], [0, 3, 2, 1]]  # only the first actions differ
+    at_reset = flow(m, batch(a, [0, 0]), null_action_prob=0.0), flow(m, batch(b, [0, 0]), null_action_prob=0.0)
+    mid = flow(m, batch(a, [7, 7]), null_action_prob=0.0), flow(m, batch(b, [7, 7]), null_action_prob=0.0)
+    assert at_reset[0] == at_reset[1] and mid[0] != mid[1]
+
+
+class Heads(nn.Module):
+    """Predicts given rewards and termination logits, zero velocity: to test what the loss compares."""
+
+    def __init__(self, reward, done):
+        super().__init__()
+        self.reward, self.done = reward, done
+
+    def forward(self, x, levels, actions, null):
+        return torch.zeros_like(x), self.reward, self.done
+
+
+def test_each_reward_and_termination_is_trained_on_its_own_frame():
+    b = batch([[1, 2, 3, 4]] * 2, [3, 3])
+    b["rewards"] = torch.tensor([[0.0, 3.0, -0.1, 20.0]] * 2)
+    b["terminated"] = torch.tensor([[False, False, False, True]] * 2)
+    aligned = Heads(symlog(b["rewards"]), torch.where(b["terminated"], 30.0, -30.0))
+    w = torch.ones(2, 4)
+    r_loss, d_loss = head_losses(aligned.reward, aligned.done, b, w, "cpu")
+    assert r_loss.item() < 1e-8 and d_loss.item() < 1e-8
+    shifted = Heads(torch.roll(aligned.reward, 1, 1), torch.roll(aligned.done, 1, 1))  # one frame late
+    r_loss, d_loss = head_losses(shifted.reward, shifted.done, b, w, "cpu")
+    assert r_loss.item() > 1 and d_loss.item() > 1
+    # Through the training loss: frames at history levels train the heads.
+    _, parts = clip_loss(aligned, lambda x: x, b, DynamicsTrainConfig(history_prob=1.0), torch.Generator(),
+                         torch.device("cpu"))
+    assert parts["reward_loss"].item() < 1e-8 and parts["done_loss"].item() < 1e-8
+
+
+def test_recorded_rewards_belong_to_the_frame_they_led_to():
+    """Data alignment: rewards[t] and frames[t] are what env.step(actions[t]) returned (replayed here)."""
+    from envs.collect import episode_seed, run_episode
+    from envs.source import SourceWorld, WorldConfig
+
+    world = SourceWorld(WorldConfig(max_episode_steps=12))
+    env = world.make_env()
+    ep = run_episode(world, env, index=3, base_seed=0)
+    obs, _ = env.reset(seed=episode_seed(0, 3))
+    np.testing.assert_array_equal(obs, ep.frames[0])
+    assert ep.rewards[0] == 0 and len(ep) == 13
+    for t in range(1, len(ep)):
+        obs, reward, terminated, truncated, _ = env.step(ep.actions[t])
+        np.testing.assert_array_equal(obs, ep.frames[t])
+        assert np.float32(reward) == ep.rewards[t] and terminated == ep.terminated[t] and truncated == ep.truncated[t]
+    env.close()
