@@ -19,6 +19,7 @@ import copy
 import json
 import platform
 import resource
+import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -276,7 +277,32 @@ def bench_train(dit_cfg: DiTConfig, vae_cfg: VAEConfig, device: torch.device, it
     return out
 
 
-SECTIONS = ("decode", "interactive", "engine", "vector", "train")
+def bench_load(world_path: Path, folder: Path, shard_mib: int = 256, iters: int = 5) -> dict[str, float]:
+    """What checking files costs: a world file's load with its checksum verification, the verification alone,
+    and the verification rate of an episode shard (page cache warm: the checksum, not the disk, is timed)."""
+    from .data.episodes import Episode, write_shard
+    from .integrity import damaged_tensors
+
+    load_world(world_path)  # warm caches and imports
+    load = [_timed(lambda: load_world(world_path)) for _ in range(iters)]
+    check = [_timed(lambda: damaged_tensors(world_path)) for _ in range(iters * 4)]
+    t = max(1, shard_mib * 2**20 // (64 * 64 * 3))
+    frames = np.random.default_rng(0).integers(0, 256, (t, 64, 64, 3), dtype=np.uint8)
+    shard = write_shard(folder / "bench-shard.safetensors", [Episode(
+        frames, np.zeros(t, np.int64), np.zeros(t, np.float32), np.zeros(t, bool), np.zeros(t, bool))], {"env_id": "bench"})
+    verify = [_timed(lambda: damaged_tensors(shard)) for _ in range(3)]
+    med = statistics.median
+    return {"world_file_mib": world_path.stat().st_size / 2**20, "world_load_ms": 1e3 * med(load),
+            "world_verify_ms": 1e3 * med(check), "shard_verify_gib_per_s": shard.stat().st_size / 2**30 / med(verify)}
+
+
+def _timed(f) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+SECTIONS = ("decode", "interactive", "engine", "vector", "train", "load")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -339,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["vector"] = bench_vector(world_path, device, sizes, max(2, iters // 10), sync_n=4 if args.smoke else 16)
     if "train" in sections:
         result["train"] = bench_train(dit_cfg, vae_cfg, device, max(2, iters // 20), *((2, 4) if args.smoke else (8, 16)))
+    if "load" in sections:
+        result["load"] = bench_load(world_path, Path(tmp.name), 16 if args.smoke else 256)
     tmp.cleanup()
     print_table(result)
     if args.json:
