@@ -76,8 +76,13 @@ def check_actions(space: spaces.Space, actions, batch: int | None = None) -> np.
     if a.shape != want:
         raise ValueError(f"invalid {noun} {actions!r}: expected {what}, shape {want}, got shape {a.shape}")
     cast = a.astype(dtype)
-    rows = cast.reshape(-1, *shape) if batch is not None else cast[None]
-    for row in rows:
-        if not (np.isfinite(row).all() and space.contains(row if shape else row[()])):
-            raise ValueError(f"invalid {noun} {actions!r}: expected {what}; {row!r} is not in the space")
+    if isinstance(space, spaces.Discrete):
+        ok = (cast >= space.start) & (cast < space.start + space.n)
+    elif isinstance(space, spaces.MultiDiscrete):
+        ok = (cast >= space.start) & (cast < space.start + space.nvec)
+    else:
+        ok = np.isfinite(cast) & (cast >= space.low) & (cast <= space.high)
+    if not ok.all():
+        bad = cast[~ok] if not shape else cast.reshape(-1, *shape)[~ok.reshape(-1, *shape).all(tuple(range(1, len(shape) + 1)))]
+        raise ValueError(f"invalid {noun} {actions!r}: expected {what}; {bad[0]!r} is not in the space")
     return cast
