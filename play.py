@@ -40,11 +40,11 @@ def main(argv=None) -> int:
     args = parse(argv)
     import numpy as np
 
-    from envs.play.game import Game, Side
     from envs.keymaps import Keymap
+    from envs.play.game import Game, Side
+    from envs.play.window import NoDisplayError, Window
     from envs.policies import RandomPolicy, ScriptedPolicy
     from envs.source import source_world
-    from envs.play.window import NoDisplayError, Window
     from envs.world_env import WorldModelEnv
     from worldsim.checkpoint import CheckpointError
     from worldsim.device import resolve_device

@@ -29,9 +29,8 @@ class WorldModelEnv(gym.Env):
         sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
         termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None, render_scale: int = 8,
     ) -> None:
-        """checkpoint: a world file, or world: a shipped world's name (e.g. carracing; one of the two is needed);
-        device:
-        auto | cpu | cuda; sampling_steps (1-8) and guidance override the world's sampler; the episode is
+        """checkpoint: a world file, or world: a shipped world's name (e.g. carracing): one of the two;
+        device: auto | cpu | cuda; sampling_steps (1-8) and guidance override the world's sampler; the episode is
         truncated after max_episode_steps (default: the source env's limit); predicted termination
         probabilities at or above termination_threshold end the episode; compile runs the model step through
         torch.compile (slow first steps, then faster); dtype of the DiT and its cache: auto (bfloat16 on CUDA,

@@ -8,8 +8,8 @@ import numpy as np
 import pygame
 import pytest
 
-from envs.play.game import Game, Side
 from envs.keymaps import Keymap
+from envs.play.game import Game, Side
 from envs.play.window import Window
 from envs.world_env import WorldModelEnv
 from worldsim.data.dataset import EpisodeDataset

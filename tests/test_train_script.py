@@ -88,7 +88,7 @@ def test_recipe_tiny_makes_a_playable_world_in_one_command(tmp_path):
     world_file = tmp_path / "runs" / "carracing-tiny" / "carracing.safetensors"
     report = json.loads((tmp_path / "runs" / "carracing-tiny" / "eval" / "report.json").read_text())
     assert report["checkpoint"] == str(Path("runs/carracing-tiny/carracing.safetensors"))
-    assert f"play.py --checkpoint runs/carracing-tiny/carracing.safetensors" in proc.stdout
+    assert "play.py --checkpoint runs/carracing-tiny/carracing.safetensors" in proc.stdout
     from envs.world_env import WorldModelEnv
 
     env = WorldModelEnv(world_file, device="cpu")

@@ -2,8 +2,8 @@
 
 import gymnasium as gym
 import numpy as np
-import torch
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import worldsim  # noqa: F401  (registers the ids)

@@ -99,10 +99,13 @@ def check_fits(build, tensors: dict[str, torch.Tensor], name: str, path: str | P
     allocated: ``build()`` runs on the meta device (no memory), so a damaged config cannot exhaust memory."""
     with torch.device("meta"):
         module = build()
-    _compare(module.state_dict(), tensors, name, path, allow_missing)
+    _compare(module.state_dict(), tensors, name, path, allow_missing, finite=False)  # values: at load_module
 
 
-def _compare(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], name: str, path, allow_missing: bool):
+def _compare(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], name: str, path, allow_missing: bool,
+             finite: bool = True):
+    """(the file's ``name.*`` tensors by module key, the module's keys it lacks) or a CheckpointError: keys and
+    shapes must match the module's (``own``); ``finite``: every floating-point value must be finite too."""
     prefix = f"{name}."
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     missing = sorted(set(own) - set(state))
@@ -119,7 +122,7 @@ def _compare(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], nam
             k = wrong[0]
             parts.append(f"shape of {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}")
         raise CheckpointError(f"{path}: {name} weights do not fit the model ({'; '.join(parts)})")
-    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    bad = sorted(k for k, v in state.items() if finite and v.is_floating_point() and not torch.isfinite(v).all())
     if bad:
         raise CheckpointError(f"{path}: {name} weights {bad[:3]} hold NaN or infinite values; this model cannot "
                               "generate anything: use an earlier checkpoint of the run")

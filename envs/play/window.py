@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 
-
 INVISIBLE_DRIVERS = ("offscreen", "dummy")
 """SDL video drivers that draw into memory only: fine when asked for (tests), a trap when fallen back to."""
 
