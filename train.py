@@ -6,12 +6,14 @@ Multi-GPU / multi-node: launch the vae or dynamics stage with torchrun, e.g.
 
 Stages (each resumes where a previous run of it stopped):
   all      collect, vae, dynamics, export and eval in turn, one process: a whole world in one command
-           (recipe=cpu or recipe=gpu picks the sizes: configs/recipe/); run it again to resume
+           (recipe=tiny, cpu or gpu picks the sizes: configs/recipe/); run it again to resume
   collect  record episodes of the real env with its data policy into data_dir
   vae      train the causal VAE on them; writes run_dir/vae.safetensors
   dynamics train the diffusion-forcing DiT on VAE latents; writes run_dir/dynamics.safetensors
-  eval     fidelity against the real env on held-out seeds (checkpoint=PATH): eval.out/report.json, plots, mp4
-  export   one world file (both networks, config, action space, keymap, start contexts): export.out
+  eval     fidelity against the real env on held-out seeds (checkpoint=PATH, default: the run's export):
+           eval.out/report.json, plots, mp4
+  export   one world file (both networks, config, action space, keymap, start contexts):
+           run_dir/<world>.safetensors, or export.out=PATH (export.overwrite=true to replace an existing file)
   video    export one dataset episode as an mp4 (video.episode=N)
 """
 
