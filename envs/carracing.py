@@ -111,3 +111,72 @@ class DrivingPolicy:
         if r.random() < self.eps:
             return int(r.integers(5))
         return action
+
+
+class PursuitDriver:
+    """A second, different CarRacing driver, for measuring a world under actions its data never saw.
+
+    Pure pursuit: it steers towards the centre-line point a speed-dependent distance ahead (not a fixed number
+    of track points), plans its speed from the track's curvature ahead (slowing before bends, not after), keeps
+    a per-episode line offset from the centre, and has none of the data policy's bursts, wanders or random
+    actions — so its key statistics (long gas phases, early braking, short steering taps) differ from the
+    data policy's.
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def reset(self, env: gym.Env) -> None:
+        self.env = env.unwrapped
+        self.points = np.asarray(self.env.track, dtype=np.float64)[:, 2:4]
+        self.nearest = 0
+        r = self.rng
+        self.v_max, self.v_min = r.uniform(45.0, 90.0), r.uniform(18.0, 30.0)
+        self.gain = r.uniform(0.35, 0.6)  # lookahead metres per unit of speed
+        self.offset = r.uniform(-2.5, 2.5)  # drives left or right of the centre line
+        self.deadband = r.uniform(0.03, 0.08)
+
+    def _state(self) -> tuple[np.ndarray, float, np.ndarray]:
+        car = self.env.car.hull
+        pos = np.array([car.position[0], car.position[1]])
+        n = len(self.points)
+        window = (self.nearest + np.arange(-10, 40)) % n
+        d = np.linalg.norm(self.points[window] - pos, axis=1)
+        if d.min() > 30.0:
+            window, d = np.arange(n), np.linalg.norm(self.points - pos, axis=1)
+        self.nearest = int(window[int(d.argmin())])
+        heading = np.array([-math.sin(car.angle), math.cos(car.angle)])
+        return pos, math.hypot(*car.linearVelocity), heading
+
+    def _ahead(self, metres: float) -> int:
+        """Index of the centre-line point about ``metres`` ahead of the nearest one."""
+        n, i, run = len(self.points), self.nearest, 0.0
+        while run < metres:
+            j = (i + 1) % n
+            run += float(np.linalg.norm(self.points[j] - self.points[i]))
+            i = j
+            if i == self.nearest:
+                break
+        return i
+
+    def __call__(self, obs) -> int:
+        pos, speed, heading = self._state()
+        n = len(self.points)
+        k = self._ahead(4.0 + self.gain * speed)
+        tangent = self.points[(k + 1) % n] - self.points[k]
+        normal = np.array([-tangent[1], tangent[0]]) / max(np.linalg.norm(tangent), 1e-6)
+        target = self.points[k] + self.offset * normal - pos
+        cross = heading[0] * target[1] - heading[1] * target[0]
+        err = math.atan2(cross, float(heading @ target))
+        # Curvature ahead: the turn of the track over the next ~40 m sets the speed to hold.
+        a, b = self._ahead(10.0), self._ahead(40.0)
+        t1, t2 = self.points[(a + 1) % n] - self.points[a], self.points[(b + 1) % n] - self.points[b]
+        bend = abs(math.atan2(t1[0] * t2[1] - t1[1] * t2[0], float(t1 @ t2)))
+        v_target = self.v_max - (self.v_max - self.v_min) * min(1.0, bend / 1.2)
+        if speed > v_target * 1.1:
+            return BRAKE
+        if speed < 8.0 and abs(err) < 1.0:  # steering does nothing at a standstill: get rolling first
+            return GAS
+        if abs(err) > self.deadband * (1 + speed / 40.0):
+            return RIGHT if err > 0 else LEFT
+        return GAS if speed < v_target else NOOP

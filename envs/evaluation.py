@@ -20,8 +20,11 @@ import torch
 from worldsim.device import resolve_device
 from worldsim.frames import to_model, to_uint8
 from worldsim.inverse_dynamics import accuracy, train_inverse_dynamics, transitions
-from worldsim.metrics import frame_activity, histogram_distance, psnr_frames, ssim_frames, warp_error
+from worldsim.metrics import (
+    frame_activity, frame_change, histogram_distance, psnr_frames, sharpness, ssim_frames, warp_error,
+)
 from worldsim.response import action_response, held_actions, spreads
+from worldsim.two_sample import two_sample_accuracy
 from worldsim.video import write_mp4
 from worldsim.world import World, load_world
 
@@ -61,11 +64,21 @@ class EvalConfig:
     """Override the world's action guidance scale (likewise)."""
     start_level: float | None = None
     """Override the level the sampler noises the previous frame to as its start (1: pure noise; likewise)."""
+    second_driver: str | None = "pursuit"
+    """A driver that did not collect the training data (a world.policy name): fidelity and realism are measured
+    under it too, on other held-out tracks. None (or a world whose env it cannot drive) skips it."""
+    second_episodes: int = 24
+    """Held-out episodes of the second driver."""
+    second_skip_max: int = 400
+    """The second driver's clips start at a random frame in [skip, second_skip_max]: mid-track."""
+    realism_steps: int = 300
+    """Training steps of the real-vs-generated classifier (two-sample test)."""
 
 
-def _real_run(world: World, frames_needed: int, episodes: int, seed: int) -> list:
-    """Episodes of the real env under the data policy, each at most ``frames_needed`` frames (0: full)."""
-    source = dict(world.source)
+def _real_run(world: World, frames_needed: int, episodes: int, seed: int, policy: str | None = None) -> list:
+    """Episodes of the real env under the data policy (or ``policy``), each at most ``frames_needed`` frames
+    (0: full)."""
+    source = dict(world.source, **({"policy": policy} if policy else {}))
     if frames_needed:
         source["max_episode_steps"] = frames_needed - 1
     sw = source_world(source)
@@ -130,6 +143,70 @@ def real_action_response(world: World, episodes: list, end: int, frames: int, se
     return spreads(np.stack(last), None, acts, frames)
 
 
+def realism(real: np.ndarray, gen: np.ndarray, steps: int, seed: int) -> dict[str, float]:
+    """What a viewer sees, generated clips (N, T, H, W, 3) against the real ones they replay: sharpness and
+    frame-to-frame change as ratios to the real game (1 = the same), and the two-sample classifier's held-out
+    accuracy on single frames and on consecutive pairs (0.5 = it cannot tell them apart)."""
+    flat = (lambda x: x.reshape(-1, *x.shape[2:]))
+    return {"sharpness_ratio": sharpness(flat(gen)) / max(sharpness(flat(real)), 1e-9),
+            "frame_change_ratio": frame_change(gen) / max(frame_change(real), 1e-9),
+            "classifier_accuracy_frames": two_sample_accuracy(real, gen, False, steps, seed=seed),
+            "classifier_accuracy_pairs": two_sample_accuracy(real, gen, True, steps, seed=seed)}
+
+
+def fidelity_at(real: np.ndarray, gen: np.ndarray, c: int, horizons) -> dict[str, dict[str, float]]:
+    """PSNR/SSIM of generated frames (E, H, ...) against real clips (E, c + H, ...) at each horizon, next to
+    copying the last context frame."""
+    out = {}
+    for h in horizons:
+        r, g, last = real[:, c + h - 1], gen[:, h - 1], real[:, c - 1]
+        out[str(h)] = {
+            "psnr": float(psnr_frames(g, r).mean()), "ssim": float(ssim_frames(g, r).mean()),
+            "copy_last_psnr": float(psnr_frames(last, r).mean()), "copy_last_ssim": float(ssim_frames(last, r).mean()),
+        }
+    return out
+
+
+def second_driver(world: World, cfg: EvalConfig) -> dict[str, Any] | None:
+    """Fidelity and realism under a driver that did not collect the data, from random mid-track starts of
+    held-out tracks. None when the world's env is not one that driver can drive."""
+    from .source import WorldConfig
+
+    if not cfg.second_driver or cfg.second_episodes < 2:
+        return None
+    try:
+        WorldConfig(kind=world.source.get("kind", "gym"), policy=cfg.second_driver).validate()
+    except ValueError:
+        return None
+    c, horizon = cfg.context, max(cfg.horizons)
+    limit = int(world.source.get("max_episode_steps") or 1000) + 1
+    top = max(cfg.skip, min(cfg.second_skip_max, limit - c - horizon))
+    rng = np.random.default_rng(cfg.seed + 31)
+    starts = rng.integers(cfg.skip, top + 1, cfg.second_episodes)
+    eps = _real_run(world, top + c + horizon, cfg.second_episodes, cfg.seed + 104729, cfg.second_driver)
+    keep = [(e, int(s)) for e, s in zip(eps, starts, strict=True) if len(e) >= s + c + horizon]
+    if len(keep) < 2:
+        return None
+    real = np.stack([e.frames[s : s + c + horizon] for e, s in keep])
+    acts = np.stack([e.actions[s : s + c + horizon] for e, s in keep])
+    gen = world.simulator(len(real), seed=cfg.seed + 2).rollout(real[:, :c], acts[:, :c], acts[:, c:])
+    return {"driver": cfg.second_driver, "episodes": len(keep), "starts": [s for _, s in keep],
+            "fidelity_by_horizon": fidelity_at(real, gen, c, cfg.horizons),
+            "realism": realism(real[:, c:], gen, cfg.realism_steps, cfg.seed)}
+
+
+def _second_driver_goals(other: dict[str, Any] | None) -> dict[str, bool]:
+    """The shipped world's goals under the second driver (issue 16): detail without shimmer, hard to tell apart."""
+    if not other:
+        return {}
+    h16, look = other["fidelity_by_horizon"].get("16"), other["realism"]
+    return {"second_driver_psnr_16_ge_copy_last_plus_3": bool(h16) and h16["psnr"] >= h16["copy_last_psnr"] + 3,
+            "second_driver_sharpness_within_0.9_1.1": 0.9 <= look["sharpness_ratio"] <= 1.1,
+            "second_driver_frame_change_within_0.9_1.1": 0.9 <= look["frame_change_ratio"] <= 1.1,
+            "second_driver_classifier_frames_le_0.70": look["classifier_accuracy_frames"] <= 0.70,
+            "second_driver_classifier_pairs_le_0.75": look["classifier_accuracy_pairs"] <= 0.75}
+
+
 def _reconstruct(world: World, clips: np.ndarray) -> np.ndarray:
     """Real clips (E, T, H, W, 3) through the world's VAE (encode, decode): what the world model could at best show."""
     with torch.no_grad():
@@ -157,13 +234,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     real = np.stack([e.frames[s : s + c + horizon] for e in eps])  # (E, c + H, ...)
     acts = np.stack([e.actions[s : s + c + horizon] for e in eps])
     gen = world.simulator(len(real), seed=cfg.seed).rollout(real[:, :c], acts[:, :c], acts[:, c:])
-    fidelity = {}
-    for h in cfg.horizons:
-        r, g, last = real[:, c + h - 1], gen[:, h - 1], real[:, c - 1]
-        fidelity[str(h)] = {
-            "psnr": float(psnr_frames(g, r).mean()), "ssim": float(ssim_frames(g, r).mean()),
-            "copy_last_psnr": float(psnr_frames(last, r).mean()), "copy_last_ssim": float(ssim_frames(last, r).mean()),
-        }
+    fidelity = fidelity_at(real, gen, c, cfg.horizons)
+    looks = realism(real[:, c:], gen, cfg.realism_steps, cfg.seed) if len(real) >= 2 else None
     # 2. Temporal consistency of generated vs real clips.
     warp_gen = float(np.mean([warp_error(x) for x in gen]))
     warp_real = float(np.mean([warp_error(x) for x in real[:, c:]]))
@@ -227,11 +299,14 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
              "termination_prob_at_terminal": float(pred_d[all_terms].mean()) if all_terms.any() else None,
              "termination_prob_elsewhere": float(pred_d[~all_terms].mean()),
              "termination_accuracy": float(((pred_d >= 0.5) == all_terms).mean())}
+    other = second_driver(world, cfg)
     h16 = fidelity.get("16")
     report = {
         "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
         "sampler": asdict(world.sampler), "device": str(world.device),
         "fidelity_by_horizon": fidelity,
+        "realism": looks,
+        "second_driver": other,
         "vae_reconstruction_psnr": recon_psnr,
         "warp_error": {"generated": warp_gen, "real": warp_real, "ratio": warp_gen / max(warp_real, 1e-9),
                        "reconstructed": warp_recon, "reconstructed_ratio": warp_recon / max(warp_real, 1e-9)},
@@ -244,6 +319,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
             "warp_error_within_1.2x": warp_gen <= 1.2 * warp_real,
             "no_collapse": all(x["histogram_distance"] < 0.5 and x["generated_pixel_std"] > 0.2 * x["real_pixel_std"]
                                and x["generated_frame_change"] > 0.1 * x["real_frame_change"] for x in segments),
+            **_second_driver_goals(other),
         },
         "seconds": time.perf_counter() - started,
     }

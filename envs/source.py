@@ -16,7 +16,7 @@ from .policies import RandomPolicy
 from .preprocessing import FrameObservation
 
 KINDS = ("carracing", "atari", "gym")
-POLICIES = ("driver", "random")
+POLICIES = ("driver", "pursuit", "random")
 
 
 @dataclass
@@ -36,7 +36,8 @@ class WorldConfig:
     fps: float | None = None
     """Frames per second of play; None takes the env's ``render_fps`` (15 for Atari with frame skip 4)."""
     policy: str = "driver"
-    """Data policy: ``driver`` (CarRacing only) or ``random``."""
+    """Data policy: ``driver`` (CarRacing only), ``pursuit`` (CarRacing: a second, different driver, which
+    the evaluation uses to test a world under actions its data never saw) or ``random``."""
     repeat_prob: float = 0.0
     """For the random policy: probability of repeating the previous action (sticky actions)."""
     max_episode_steps: int = 1000
@@ -47,8 +48,8 @@ class WorldConfig:
             raise ValueError(f"world.kind must be one of {KINDS}, got {self.kind!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"world.policy must be one of {POLICIES}, got {self.policy!r}")
-        if self.policy == "driver" and self.kind != "carracing":
-            raise ValueError("world.policy=driver drives CarRacing only; use world.policy=random")
+        if self.policy in ("driver", "pursuit") and self.kind != "carracing":
+            raise ValueError(f"world.policy={self.policy} drives CarRacing only; use world.policy=random")
         if self.frame_size < 8:
             raise ValueError(f"world.frame_size must be at least 8, got {self.frame_size}")
 
@@ -76,6 +77,8 @@ class SourceWorld:
     def make_policy(self, rng: np.random.Generator, env: gym.Env):
         if self.cfg.policy == "driver":
             return carracing.DrivingPolicy(rng)
+        if self.cfg.policy == "pursuit":
+            return carracing.PursuitDriver(rng)
         return RandomPolicy(env.action_space, rng, self.cfg.repeat_prob)
 
     def keymap(self, env: gym.Env) -> Keymap:

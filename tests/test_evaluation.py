@@ -24,7 +24,7 @@ def test_metrics_behave():
 
 def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
     cfg = EvalConfig(out=str(tmp_path / "eval"), episodes=2, context=3, horizons=(1, 2, 4), skip=2, long_frames=20,
-                     segment=10, idm_steps=3, device="cpu")
+                     segment=10, idm_steps=3, device="cpu", second_episodes=3, second_skip_max=30, realism_steps=20)
     report = evaluate_world(tiny_world, cfg)
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert saved["fidelity_by_horizon"].keys() == {"1", "2", "4"} and saved == json.loads(json.dumps(report))
@@ -38,7 +38,15 @@ def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
     assert len(response["model"]["vs_first_action"]) == 5 and response["model"]["seed_spread"] > 0
     # The real env, replayed from each episode's seed, shows its keys' effect; the ratio compares the two.
     assert response["real"]["action_spread"] > 0 and response["model_vs_real"] >= 0
-    assert set(saved["goals"]) >= {"psnr_1_step_ge_30", "no_collapse", "idm_ratio_ge_0.9"}
+    assert set(saved["goals"]) >= {"psnr_1_step_ge_30", "no_collapse", "idm_ratio_ge_0.9",
+                                   "second_driver_classifier_pairs_le_0.75", "second_driver_sharpness_within_0.9_1.1"}
+    # Realism (a random tiny world: far from the real game) and the second, unseen driver from mid-track starts.
+    for looks in (saved["realism"], saved["second_driver"]["realism"]):
+        assert looks["sharpness_ratio"] > 0 and looks["frame_change_ratio"] > 0
+        assert 0 <= looks["classifier_accuracy_frames"] <= 1 and 0 <= looks["classifier_accuracy_pairs"] <= 1
+    other = saved["second_driver"]
+    assert other["driver"] == "pursuit" and other["episodes"] == 3 and all(2 <= s <= 30 for s in other["starts"])
+    assert other["fidelity_by_horizon"].keys() == {"1", "2", "4"}
     assert saved["reward_termination"]["reward_mae"] >= 0
     for name in ("psnr_by_horizon.png", "long_horizon.png", "side_by_side.mp4"):
         assert (tmp_path / "eval" / name).stat().st_size > 0

@@ -76,3 +76,19 @@ def frame_activity(frames: np.ndarray) -> dict[str, float]:
     x = frames.astype(np.float32)
     change = float(np.abs(np.diff(x, axis=0)).mean()) if len(x) > 1 else 0.0
     return {"pixel_std": float(x.reshape(len(x), -1).std(1).mean()), "frame_change": change}
+
+
+def sharpness(frames: np.ndarray) -> float:
+    """Mean over frames of the variance of the Laplacian of the luma (0..255 scale): high for crisp edges and
+    texture, low for blur. Compare generated with real as a ratio (1 = as sharp as the real game)."""
+    x = frames.astype(np.float64)
+    luma = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]  # (T, H, W)
+    lap = (luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] + luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:] - 4 * luma[:, 1:-1, 1:-1])
+    return float(lap.reshape(len(x), -1).var(1).mean())
+
+
+def frame_change(clips: np.ndarray) -> float:
+    """Mean absolute change between consecutive frames (0..255) of clips (N, T, H, W, 3) or one clip (T, ...):
+    generated / real above 1 is shimmer, below 1 a world that moves less than the game."""
+    x = clips.astype(np.float32)
+    return float(np.abs(np.diff(x, axis=-4)).mean())
