@@ -21,7 +21,13 @@ from worldsim.device import resolve_device
 from worldsim.frames import to_model, to_uint8
 from worldsim.inverse_dynamics import accuracy, train_inverse_dynamics, transitions
 from worldsim.metrics import (
-    frame_activity, frame_change, histogram_distance, psnr_frames, sharpness, ssim_frames, warp_error,
+    frame_activity,
+    frame_change,
+    histogram_distance,
+    psnr_frames,
+    sharpness,
+    ssim_frames,
+    warp_error,
 )
 from worldsim.response import action_response, held_actions, spreads
 from worldsim.two_sample import two_sample_accuracy
@@ -147,8 +153,8 @@ def realism(real: np.ndarray, gen: np.ndarray, steps: int, seed: int) -> dict[st
     """What a viewer sees, generated clips (N, T, H, W, 3) against the real ones they replay: sharpness and
     frame-to-frame change as ratios to the real game (1 = the same), and the two-sample classifier's held-out
     accuracy on single frames and on consecutive pairs (0.5 = it cannot tell them apart)."""
-    flat = (lambda x: x.reshape(-1, *x.shape[2:]))
-    return {"sharpness_ratio": sharpness(flat(gen)) / max(sharpness(flat(real)), 1e-9),
+    frames_of = real.reshape(-1, *real.shape[2:]), gen.reshape(-1, *gen.shape[2:])
+    return {"sharpness_ratio": sharpness(frames_of[1]) / max(sharpness(frames_of[0]), 1e-9),
             "frame_change_ratio": frame_change(gen) / max(frame_change(real), 1e-9),
             "classifier_accuracy_frames": two_sample_accuracy(real, gen, False, steps, seed=seed),
             "classifier_accuracy_pairs": two_sample_accuracy(real, gen, True, steps, seed=seed)}
