@@ -137,8 +137,10 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
         from worldsim.training.export import run_export_path
 
         report = evaluate_world(cfg.checkpoint or run_export_path(cfg.run_dir, world.name), eval_cfg)
-        print(json.dumps({k: report[k] for k in ("fidelity_by_horizon", "realism", "second_driver", "warp_error",
-                                                 "controllability", "reward_termination", "goals")}, indent=1))
+        memory = {k: v for k, v in (report["track_memory"] or {}).items() if k != "road_iou_by_frame"}
+        print(json.dumps({**{k: report[k] for k in ("fidelity_by_horizon", "realism", "second_driver", "warp_error",
+                                                    "controllability", "reward_termination")},
+                          "track_memory": memory, "goals": report["goals"]}, indent=1))
         print(f"wrote {eval_cfg.out}/report.json, psnr_by_horizon.png, long_horizon.png, side_by_side.mp4")
     elif stage == "video":
         from worldsim.data.dataset import EpisodeDataset

@@ -79,6 +79,9 @@ class EvalConfig:
     """The second driver's clips start at a random frame in [skip, second_skip_max]: mid-track."""
     realism_steps: int = 300
     """Training steps of the real-vs-generated classifier (two-sample test)."""
+    memory_episodes: int = 8
+    """Track memory (CarRacing): held-out starts from which a scripted excursion leaves the road and comes
+    back, in the real env and in the world under the same keys (0 skips it)."""
 
 
 def _real_run(world: World, frames_needed: int, episodes: int, seed: int, policy: str | None = None) -> list:
@@ -201,6 +204,76 @@ def second_driver(world: World, cfg: EvalConfig) -> dict[str, Any] | None:
             "realism": realism(real[:, c:], gen, cfg.realism_steps, cfg.seed)}
 
 
+def road_mask(frames: np.ndarray) -> np.ndarray:
+    """CarRacing's road pixels: grey (R = G = B within 12) between 70 and 150 (the HUD bar is black, grass green).
+    uint8 (..., H, W, 3) -> bool (..., H, W)."""
+    f = frames.astype(np.int16)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    return (np.abs(r - g) < 12) & (np.abs(g - b) < 12) & (g > 70) & (g < 150)
+
+
+def road_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of the road masks of two clips (..., H, W, 3) -> (...)."""
+    ma, mb = road_mask(a), road_mask(b)
+    inter, union = (ma & mb).sum((-2, -1)), (ma | mb).sum((-2, -1))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def excursion() -> np.ndarray:
+    """Keys that take the car off the road to one side and back across it (CarRacing's discrete actions)."""
+    from .carracing import GAS, LEFT, RIGHT
+
+    return np.array([GAS] * 8 + [LEFT] * 10 + [GAS] * 12 + [RIGHT] * 20 + [GAS] * 12 + [LEFT] * 10 + [GAS] * 8)
+
+
+def track_memory(world: World, cfg: EvalConfig) -> dict[str, Any] | None:
+    """Does the world keep the track while the car leaves it? From held-out mid-track starts, the same scripted
+    excursion (off the road and back) runs in the real env (replayed from the episode's seed) and in the world;
+    the road masks of the two are compared frame by frame (IoU, 1 = the same road). Next to it: the IoU of the
+    last context frame with the real frames (a world that froze the picture)."""
+    if world.source.get("kind") != "carracing" or cfg.memory_episodes < 1:
+        return None
+    c, start = cfg.context, cfg.skip + 50
+    eps = _real_run(world, start + c, cfg.memory_episodes, cfg.seed + 15485863)
+    script = excursion()
+    sw = source_world(dict(world.source, max_episode_steps=start + c + len(script) + 1))
+    env = sw.make_env()
+    real, ctx, ctx_acts = [], [], []
+    try:
+        for e in eps:
+            if len(e) < start + c:
+                continue
+            obs, _ = env.reset(seed=e.info["seed"])
+            for a in e.actions[1 : start + c]:
+                obs = env.step(a)[0]
+            if not np.array_equal(obs, e.frames[start + c - 1]):
+                return None  # the env does not replay deterministically
+            frames = []
+            for a in script:
+                obs, _, terminated, truncated, _ = env.step(a)
+                frames.append(obs)
+                if terminated or truncated:
+                    break
+            if len(frames) == len(script):
+                real.append(np.stack(frames))
+                ctx.append(e.frames[start : start + c])
+                ctx_acts.append(e.actions[start : start + c])
+    finally:
+        env.close()
+    if not real:
+        return None
+    real = np.stack(real)
+    gen = world.simulator(len(real), seed=cfg.seed + 3).rollout(np.stack(ctx), np.stack(ctx_acts),
+                                                                 np.repeat(script[None], len(real), 0))
+    iou = road_iou(gen, real).mean(0)  # (L,)
+    frozen = road_iou(np.stack(ctx)[:, -1:], real).mean(0)
+    tail = slice(len(script) - 10, None)
+    return {"episodes": len(real), "frames": len(script), "road_iou_by_frame": iou.tolist(),
+            "road_iou_last_10": float(iou[tail].mean()), "frozen_road_iou_last_10": float(frozen[tail].mean()),
+            "road_fraction_last_10": {"real": float(road_mask(real[:, tail]).mean()),
+                                      "generated": float(road_mask(gen[:, tail]).mean())}}
+
+
 def _second_driver_goals(other: dict[str, Any] | None) -> dict[str, bool]:
     """The shipped world's goals under the second driver (issue 16): detail without shimmer, hard to tell apart."""
     if not other:
@@ -306,6 +379,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
              "termination_prob_elsewhere": float(pred_d[~all_terms].mean()),
              "termination_accuracy": float(((pred_d >= 0.5) == all_terms).mean())}
     other = second_driver(world, cfg)
+    memory = track_memory(world, cfg)
     h16 = fidelity.get("16")
     report = {
         "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
@@ -313,6 +387,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         "fidelity_by_horizon": fidelity,
         "realism": looks,
         "second_driver": other,
+        "track_memory": memory,
         "vae_reconstruction_psnr": recon_psnr,
         "warp_error": {"generated": warp_gen, "real": warp_real, "ratio": warp_gen / max(warp_real, 1e-9),
                        "reconstructed": warp_recon, "reconstructed_ratio": warp_recon / max(warp_real, 1e-9)},

@@ -24,7 +24,8 @@ def test_metrics_behave():
 
 def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
     cfg = EvalConfig(out=str(tmp_path / "eval"), episodes=2, context=3, horizons=(1, 2, 4), skip=2, long_frames=20,
-                     segment=10, idm_steps=3, device="cpu", second_episodes=3, second_skip_max=30, realism_steps=20)
+                     segment=10, idm_steps=3, device="cpu", second_episodes=3, second_skip_max=30, realism_steps=20,
+                     memory_episodes=2)
     report = evaluate_world(tiny_world, cfg)
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert saved["fidelity_by_horizon"].keys() == {"1", "2", "4"} and saved == json.loads(json.dumps(report))
@@ -47,6 +48,9 @@ def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
     other = saved["second_driver"]
     assert other["driver"] == "pursuit" and other["episodes"] == 3 and all(2 <= s <= 30 for s in other["starts"])
     assert other["fidelity_by_horizon"].keys() == {"1", "2", "4"}
+    memory = saved["track_memory"]  # off the road and back, world vs real under the same keys
+    assert memory["episodes"] == 2 and len(memory["road_iou_by_frame"]) == memory["frames"] == 80
+    assert 0 <= memory["road_iou_last_10"] <= 1 and memory["road_fraction_last_10"]["real"] > 0
     assert saved["reward_termination"]["reward_mae"] >= 0
     for name in ("psnr_by_horizon.png", "long_horizon.png", "side_by_side.mp4"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
@@ -71,3 +75,17 @@ def test_action_response_tells_a_world_that_ignores_its_keys(tiny_world):
         world.dit.action_embed.table.weight.copy_(world.dit.action_embed.table.weight[:1].clone())
     after = action_response(world, ctx, ctx_a, frames=3, seed=0)
     assert after["action_spread"] == 0 and after["seed_spread"] > 0
+
+
+def test_road_masks_find_carracing_roads():
+    from envs.evaluation import road_iou, road_mask
+    from envs.source import SourceWorld, WorldConfig
+
+    env = SourceWorld(WorldConfig()).make_env()
+    obs, _ = env.reset(seed=3)
+    for _ in range(60):
+        obs = env.step(3)[0]
+    env.close()
+    road = road_mask(obs)
+    assert 0.05 < road.mean() < 0.5  # the road, not the grass or the black HUD bar
+    assert road_iou(obs, obs) == 1.0 and road_iou(obs, np.full_like(obs, (100, 200, 100))) == 0.0
