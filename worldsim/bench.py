@@ -231,7 +231,8 @@ def train_flops_per_frame(cfg: DiTConfig) -> float:
 
 def bench_train(dit_cfg: DiTConfig, vae_cfg: VAEConfig, device: torch.device, iters: int, batch: int = 8, clip: int = 16,
                 precision: str = "auto") -> dict[str, float]:
-    """Dynamics training throughput on random frames (VAE encode + DiT forward/backward + AdamW + EMA)."""
+    """Dynamics training throughput on random frames (VAE encode + DiT forward/backward + AdamW + EMA), and
+    on pre-encoded latents (no encoder) in fp32 and under bf16 autocast."""
     from .training.dynamics_trainer import DynamicsTrainConfig, LatentEncoder, clip_loss
     from .training.ema import EMA
     from .training.loop import autocast_dtype
@@ -252,22 +253,31 @@ def bench_train(dit_cfg: DiTConfig, vae_cfg: VAEConfig, device: torch.device, it
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def step():
-        loss, _ = clip_loss(dit, encode, data, cfg, gen, device, amp)
+    def step(batch_data, amp):
+        loss, _ = clip_loss(dit, encode, batch_data, cfg, gen, device, amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ema.update(dit)
 
-    for _ in range(2):
-        step()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(iters):
-        step()
-    _sync(device)
-    secs = (time.perf_counter() - t) / iters
-    out = {"train_frames_per_s": batch * clip / secs, "train_step_ms": 1e3 * secs, "peak_rss_mib": _peak_rss_mib(),
+    def seconds(batch_data, amp) -> float:
+        for _ in range(2):
+            step(batch_data, amp)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(iters):
+            step(batch_data, amp)
+        _sync(device)
+        return (time.perf_counter() - t) / iters
+
+    secs = seconds(data, amp)
+    # Pre-encoded latents (dynamics.train.pre_encode): the same step without the encoder, fp32 and bf16 autocast.
+    latent = {k: v for k, v in data.items() if k != "frames"}
+    latent["latents"] = encode(data["frames"])
+    pre = {name: seconds(latent, dtype) for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))}
+    out = {"train_frames_per_s": batch * clip / secs, "train_step_ms": 1e3 * secs,
+           "train_pre_encoded_fp32_frames_per_s": batch * clip / pre["fp32"],
+           "train_pre_encoded_bf16_frames_per_s": batch * clip / pre["bf16"], "peak_rss_mib": _peak_rss_mib(),
            "batch": batch, "clip_length": clip}
     if device.type == "cuda":
         achieved = train_flops_per_frame(dit_cfg) * batch * clip / secs / 1e12

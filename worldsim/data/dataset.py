@@ -128,8 +128,11 @@ class ClipDataset(Dataset):
         stride: int = 1,
         heldout_every: int = 10,
         fields: tuple[str, ...] | None = None,
+        latents=None,
     ) -> None:
-        self.data, self.length, self.fields = data, length, fields
+        """``latents``: a :class:`~worldsim.data.latents.LatentStore`; items then carry ``latents`` float32
+        (L, C, h, w) too (leave ``frames`` out of ``fields`` to skip reading them)."""
+        self.data, self.length, self.fields, self.latents = data, length, fields, latents
         self.items: list[tuple[EpisodeRef, int]] = []
         for ref in data.episodes(split, heldout_every):
             self.items.extend((ref, s) for s in range(0, ref.length - length + 1, stride))
@@ -147,5 +150,7 @@ class ClipDataset(Dataset):
         ref, start = self.items[i]
         arrays = self.data.read(ref, start, start + self.length, self.fields)
         item = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        if self.latents is not None:
+            item["latents"] = torch.from_numpy(np.ascontiguousarray(self.latents.read(ref, start, start + self.length)))
         item["start"] = torch.tensor(start)  # step of the clip's first frame in its episode (0: a reset frame)
         return item

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
 from ..config import to_dict
 from ..data.dataset import ClipDataset, EpisodeDataset
+from ..data.latents import LatentStore, ensure_latents, vae_file_id
 from ..diffusion.flow import add_noise, sample_levels, velocity
 from ..engine.simulator import SamplerConfig, Simulator
 from ..frames import to_model
@@ -71,6 +73,10 @@ class DynamicsTrainConfig:
     """DataLoader worker processes."""
     precision: str = "auto"
     """``auto`` (bf16 autocast on GPUs that have it, else fp32), ``bf16`` or ``fp32``."""
+    pre_encode: bool = True
+    """Encode every episode once with the VAE (``data_dir/latents-<vae id>/``, rebuilt when the VAE or the
+    frames change) and train on those latents instead of running the encoder on every batch
+    (worldsim/data/latents.py: episodes are encoded whole, so a clip's first frames see their real past)."""
     seed: int = 0
     """Seed of initialisation, levels and data order."""
     init_from: str | None = None
@@ -180,7 +186,16 @@ def train_dynamics(
                          f"({vae.cfg.latent_channels}, {vae.cfg.latent_size})")
     encode = LatentEncoder(vae, vae_meta, device)
     data = EpisodeDataset(data_dir)
-    train = ClipDataset(data, cfg.clip_length, "train", heldout_every=cfg.heldout_every)
+    store = None
+    if cfg.pre_encode:
+        vid = vae_file_id(run_dir / "vae.safetensors", vae_meta)
+        if ranks.main:
+            ensure_latents(data, encode, vae, vid)
+        if ranks.world_size > 1:
+            dist.barrier()
+        store = LatentStore(data, vid)
+    fields = ("actions", "rewards", "terminated", "truncated") if store is not None else None
+    train = ClipDataset(data, cfg.clip_length, "train", heldout_every=cfg.heldout_every, fields=fields, latents=store)
     held = ClipDataset(data, cfg.clip_length, "heldout", stride=cfg.clip_length, heldout_every=cfg.heldout_every)
     torch.manual_seed(cfg.seed)
     dit = DiT(model_cfg, data.source["action_space"]).to(device)
@@ -235,8 +250,13 @@ def train_dynamics(
     return out_path
 
 
+def latents_of(batch, encode, device) -> torch.Tensor:
+    """A batch's normalised latents (B, T, C, h, w): pre-encoded ones, or its frames through the encoder."""
+    return batch["latents"].to(device) if "latents" in batch else encode(batch["frames"])
+
+
 def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
-    z0 = encode(batch["frames"])  # (B, T, C, h, w)
+    z0 = latents_of(batch, encode, device)  # (B, T, C, h, w)
     b, t = z0.shape[:2]
     actions = batch["actions"].to(device)
     levels, head_mask = clip_levels(b, t, cfg, gen, device)
@@ -261,7 +281,7 @@ def head_losses(reward, done, batch, w, device) -> tuple[torch.Tensor, torch.Ten
 
 def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None):
     """Guidance distillation on one batch of clips (guidance_distill.py); the clip's own frames train the heads."""
-    z0 = encode(batch["frames"])
+    z0 = latents_of(batch, encode, device)
     null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
     null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
     guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
