@@ -77,8 +77,10 @@ class EvalConfig:
     """Held-out episodes of the second driver."""
     second_skip_max: int = 400
     """The second driver's clips start at a random frame in [skip, second_skip_max]: mid-track."""
-    realism_steps: int = 300
-    """Training steps of the real-vs-generated classifier (two-sample test)."""
+    realism_steps: int = 1000
+    """Training steps of the real-vs-generated classifier (two-sample test). On the shipped world under the
+    second driver: 0.71 / 0.75 (frames / pairs) after 300 steps, 0.82 / 0.83 after 1,000, 0.85 / 0.84 after
+    2,000 — fewer steps flatter a world."""
     memory_episodes: int = 8
     """Track memory (CarRacing): held-out starts from which a scripted excursion leaves the road and comes
     back, in the real env and in the world under the same keys (0 skips it)."""
