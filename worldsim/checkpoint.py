@@ -13,11 +13,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from .data.episodes import atomic_path, write_checked
-from .integrity import CHECKSUMS, checksums_of, verify
+from .integrity import CHECKSUMS, save_checked, verify
 
 FORMAT = "worldsim.checkpoint"
 VERSION = "1"
@@ -50,15 +48,7 @@ def save_checkpoint(
                               "lower the learning rate or resume from an earlier checkpoint)")
     header = {"format": FORMAT, "version": VERSION, "kind": kind}
     header.update({k: json.dumps(v) for k, v in meta.items()})
-    header[CHECKSUMS] = checksums_of(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        save_file(out, str(tmp), metadata=header)
-        write_checked(tmp, path, CheckpointError)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_checked(path, out, header, CheckpointError)
 
 
 def read_checkpoint(path: str | Path, kind: str, hint: str = "") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

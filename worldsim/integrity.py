@@ -104,27 +104,60 @@ def verify(path: str | Path, error: type[Exception], fix: str, warn: bool = True
     return True
 
 
-def add_checksums(path: str | Path) -> Path:
-    """Re-write a safetensors file with checksums of its tensors (same tensors and metadata otherwise)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+def atomic_path(path: Path) -> Path:
+    """A temporary sibling of ``path`` that keeps its suffix (some writers pick a format by suffix)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
-    from .data.episodes import atomic_path, publish
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Flush ``tmp`` to disk and rename it over ``path`` in one step. The file gets the mode any new file
+    gets under the user's umask (safetensors writes its files 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checked(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str], error: type[Exception]) -> Path:
+    """Write a safetensors file atomically with the checksums of its tensors (numpy arrays or torch tensors),
+    read it back against them, then publish it as ``path``; ``error`` if it does not read back as written."""
     path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
-        header = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    header[CHECKSUMS] = checksums_of(tensors)
+    if all(isinstance(v, np.ndarray) for v in tensors.values()):
+        from safetensors.numpy import save_file
+
+        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}  # it writes strided arrays wrongly
+    else:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
     try:
-        save_file(tensors, str(tmp), metadata=header)
-        if damaged_tensors(tmp):
-            raise OSError(f"{tmp}: the re-written file does not read back as written")
+        save_file(tensors, str(tmp), metadata={**metadata, CHECKSUMS: checksums_of(tensors)})
+        bad = damaged_tensors(tmp)
+        if bad:
+            raise error(f"{path}: the file did not read back as written (tensors {bad[:3]}); the disk may be "
+                        "failing or full; nothing was replaced")
         publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def add_checksums(path: str | Path) -> Path:
+    """Re-write a safetensors file with checksums of its tensors (same tensors and metadata otherwise)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = {k: v for k, v in (f.metadata() or {}).items() if k != CHECKSUMS}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return save_checked(path, tensors, header, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

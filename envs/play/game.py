@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from worldsim.data.episodes import atomic_path, publish
+from worldsim.integrity import atomic_path, publish
 
 from ..keymaps import Keymap
 from ..recording import EpisodeBuffer, EpisodeWriter, describe_env

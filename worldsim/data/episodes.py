@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
-from ..integrity import CHECKSUMS, checksums_of, verify
+from ..integrity import save_checked, verify
 
 FORMAT = "worldsim.episodes"
 VERSION = "1"
@@ -79,37 +78,6 @@ class Episode:
         }
 
 
-def atomic_path(path: Path) -> Path:
-    """A temporary sibling of ``path`` that keeps its suffix (some writers pick a format by suffix)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def publish(tmp: Path, path: Path) -> None:
-    """Flush ``tmp`` to disk and rename it over ``path`` in one step. The file gets the mode any new file
-    gets under the user's umask (safetensors writes its files 0600)."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_checked(tmp: Path, path: Path, error: type[Exception]) -> None:
-    """Read back the just-written ``tmp`` against its checksums, then publish it as ``path``."""
-    from ..integrity import damaged_tensors
-
-    bad = damaged_tensors(tmp)
-    if bad:
-        raise error(f"{path}: the file did not read back as written (tensors {bad[:3]}); the disk may be failing "
-                    "or full; nothing was replaced")
-    publish(tmp, path)
-
-
 def write_shard(path: str | Path, episodes: list[Episode], source: dict[str, Any]) -> Path:
     """Write ``episodes`` to one shard atomically (temporary file, then rename).
 
@@ -124,15 +92,7 @@ def write_shard(path: str | Path, episodes: list[Episode], source: dict[str, Any
         for name, arr in ep.arrays().items():
             tensors[f"ep{j}/{name}"] = arr
     meta = {"source": source, "episodes": [dict(ep.info, length=len(ep)) for ep in episodes]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": VERSION, "meta": json.dumps(meta),
-                                               CHECKSUMS: checksums_of(tensors)})
-        write_checked(tmp, path, DatasetError)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_checked(path, tensors, {"format": FORMAT, "version": VERSION, "meta": json.dumps(meta)}, DatasetError)
 
 
 class EpisodeShard:

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
-from ..integrity import CHECKSUMS, checksums_of, verify
+from ..integrity import CHECKSUMS, save_checked, verify
 from .dataset import EpisodeDataset, EpisodeRef
-from .episodes import DatasetError, atomic_path, write_checked
+from .episodes import DatasetError
 
 FORMAT = "worldsim.latents"
 VERSION = "1"
@@ -64,7 +63,7 @@ def encode_episode(encode, frames: np.ndarray, reach: int, chunk: int = 64) -> n
         lo = max(0, s - reach)
         z = encode(torch.from_numpy(np.ascontiguousarray(frames[lo : s + chunk]))[None])[0, s - lo :]
         out.append(z.float().cpu().numpy())
-    return np.ascontiguousarray(np.concatenate(out))  # safetensors writes a strided array's bytes wrongly
+    return np.concatenate(out)
 
 
 def _frame_sums(path: Path) -> str:
@@ -130,12 +129,6 @@ def ensure_latents(data: EpisodeDataset, encode, vae, vid: str, log=print) -> La
     for shard, path in todo:
         tensors = {f"ep{j}/latents": encode_episode(encode, shard.read(j, fields=("frames",))["frames"], reach)
                    for j in range(len(shard))}
-        header = {"format": FORMAT, "version": VERSION, "vae_id": vid, "frames_checksums": _frame_sums(shard.path),
-                  CHECKSUMS: checksums_of(tensors)}
-        tmp = atomic_path(path)
-        try:
-            save_file(tensors, str(tmp), metadata=header)
-            write_checked(tmp, path, DatasetError)
-        finally:
-            tmp.unlink(missing_ok=True)
+        header = {"format": FORMAT, "version": VERSION, "vae_id": vid, "frames_checksums": _frame_sums(shard.path)}
+        save_checked(path, tensors, header, DatasetError)
     return LatentStore(data, vid)
