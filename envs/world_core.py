@@ -113,11 +113,12 @@ class WorldCore:
             self.sim.prefill(np.stack([f0] * self.n), np.stack([a0] * self.n))
         return np.concatenate([self.sim.prefill(f[None], a[None], [w]) for w, (f, a) in zip(worlds, contexts, strict=True)])
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, checked: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """actions (N[, ...]) -> frames uint8 (N, H, W, 3), rewards float32 (N,), terminated bool (N,),
-        termination probabilities float32 (N,)."""
+        termination probabilities float32 (N,). ``checked``: the caller already passed them through
+        ``check_actions``."""
         start = time.perf_counter()
-        a = torch.as_tensor(check_actions(self.action_space, actions, self.n))
+        a = torch.as_tensor(actions if checked else check_actions(self.action_space, actions, self.n))
         frames, rewards, probs = self.sim.step(a)
         rewards, probs = rewards.cpu().numpy().astype(np.float32), probs.cpu().numpy().astype(np.float32)
         self.model_ms = 1e3 * (time.perf_counter() - start)

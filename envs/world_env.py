@@ -84,7 +84,7 @@ class WorldModelEnv(gym.Env):
     def step(self, action):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        frames, rewards, terminated, probs = self.core.step(check_actions(self.action_space, action)[None])
+        frames, rewards, terminated, probs = self.core.step(check_actions(self.action_space, action)[None], checked=True)
         self._frame = frames[0]
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps
