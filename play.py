@@ -3,6 +3,8 @@
 Keys: the world's keymap (CarRacing: arrows), Esc quit, R reset, P pause, H HUD,
 F9 record on/off (episode shard + mp4), F12 screenshot, [ ] sampling steps, - = guidance.
 Without a display: python play.py --headless --frames 300 --record out.mp4 --policy scripted
+An agent at the wheel: python play.py --policy agent [--agent FILE] (with --compare it drives the real game
+from real frames and the world follows its actions side by side).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=300, help="frames to run headless")
     p.add_argument("--record", help="headless: write the frames shown to this mp4")
     p.add_argument("--record-scale", type=int, default=4, help="headless: pixels per frame pixel in the video")
-    p.add_argument("--policy", choices=["random", "scripted"], default="scripted", help="headless: who plays")
+    p.add_argument("--policy", choices=["random", "scripted", "agent"], default=None,
+                   help="who plays: headless default scripted; agent (an agent file, --agent) also in a window")
+    p.add_argument("--agent", help="the agent file for --policy agent (default: checkpoints/<world>-agent.safetensors)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
     p.add_argument("--steps", type=int, help="sampling steps (1-8; default: the world's)")
@@ -38,6 +42,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.policy is None and args.headless:
+        args.policy = "scripted"
     import numpy as np
 
     from envs.keymaps import Keymap
@@ -66,9 +72,9 @@ def main(argv=None) -> int:
         except Exception as e:  # the real env needs its own extras (box2d, ale-py)
             print(f"error: cannot make the real env {world.source.get('env_id')!r}: {e}", file=sys.stderr)
             return 2
-        who = f"play.py --policy {args.policy}" if args.headless else "human"
+        who = f"play.py --policy {args.policy}" if args.policy else "human"
         source = dict(sw.describe(real_env), policy=who, provenance={"kind": "real", "policy": who})
-        if args.real and not args.headless:  # human demonstrations become training data
+        if args.real and not args.policy:  # human demonstrations become training data
             from envs.recording import RecordEpisodes
 
             real_env = RecordEpisodes(real_env, f"{args.record_dir}/{world.name}-human", source=source)
@@ -83,7 +89,19 @@ def main(argv=None) -> int:
     fps = args.fps or world.fps
     device = str(resolve_device(args.device))
     policy = None
-    if args.headless:
+    if args.policy == "agent":
+        from envs.agent.network import load_agent
+        from envs.agent.pilot import Pilot
+        from worldsim.registration import checkpoints_dir
+
+        path = args.agent or str(checkpoints_dir() / f"{world.name}-agent.safetensors")
+        try:
+            agent = load_agent(path)
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        policy = Pilot(agent, sides[0].env, world)
+    elif args.headless:
         if args.policy == "random":
             policy = RandomPolicy(sides[0].env.action_space, np.random.default_rng(args.seed))
         else:

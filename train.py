@@ -15,6 +15,10 @@ Stages (each resumes where a previous run of it stopped):
   export   one world file (both networks, config, action space, keymap, start contexts):
            run_dir/<world>.safetensors, or export.out=PATH (export.overwrite=true to replace an existing file)
   video    export one dataset episode as an mp4 (video.episode=N)
+  agent    PPO trains an agent inside a world only (agent.world=PATH, default: the shipped world):
+           run_dir/agent/<world>-agent.safetensors (pip install -e ".[rl]")
+  agent_eval  that agent drives the REAL game on held-out tracks, next to random and the data driver;
+           the last line is `real return: MEAN ± STD over N episodes`
 """
 
 from __future__ import annotations
@@ -153,8 +157,34 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
         ep = data.episode(n)
         out = write_mp4(cfg.video.out, ep.frames, data.source.get("fps", 30), scale=cfg.video.scale)
         print(f"wrote {out} ({len(ep)} frames)")
+    elif stage == "agent":
+        from envs.agent.network import AgentConfig
+        from envs.agent.training import AgentTrainConfig, train_agent
+
+        net_cfg = from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net")
+        train_cfg = from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train")
+        out = train_agent(_agent_world(cfg, world), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device)
+        print(f"wrote {out}: score it in the real game with `python train.py world={world.name} stage=agent_eval "
+              f"agent_eval.agent={out}`")
+    elif stage == "agent_eval":
+        from envs.agent.evaluation import AgentEvalConfig, evaluate_agent
+
+        eval_cfg = from_dict(AgentEvalConfig, _plain(cfg.agent_eval), "agent_eval")
+        agent = eval_cfg.agent or cfg.agent.out or f"{cfg.run_dir}/agent/{world.name}-agent.safetensors"
+        report = evaluate_agent(agent, eval_cfg, cfg.agent.world or cfg.checkpoint, cfg.agent.device)
+        print(f"wrote {eval_cfg.out}/report.json, returns.png")
+        r = report["agent"]
+        print(f"real return: {r['mean']:.1f} ± {r['std']:.1f} over {r['episodes']} episodes")
     else:
-        raise ValueError(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval or video")
+        raise ValueError(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval, video, agent or "
+                         "agent_eval")
+
+
+def _agent_world(cfg: DictConfig, world):
+    """The world file an agent learns in: agent.world, else checkpoint, else the shipped world of world.name."""
+    from worldsim.world import world_path
+
+    return cfg.agent.world or cfg.checkpoint or world_path(world.name)
 
 
 def check_overrides(argv: list[str]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from worldsim.device import resolve_device
 from worldsim.frames import check_frames, resize_frames
@@ -32,14 +33,22 @@ def resolve_checkpoint(checkpoint: str | Path | None, world: str | None) -> Path
     return world_path(world)
 
 
+OBSERVATIONS = ("frames", "latents")
+
+
 class WorldCore:
     """N worlds of one world file on one device. Actions in, uint8 frames, rewards and terminations out."""
 
     def __init__(
         self, num_worlds: int, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, termination_threshold: float = 0.5,
-        compile: bool = False, dtype: str = "auto",
+        compile: bool = False, dtype: str = "auto", observation: str = "frames", window: int | None = None,
     ) -> None:
+        """observation: ``frames`` (uint8 (H, W, 3), decoded) or ``latents`` (float32 (C, h, w), the world's
+        normalised latent frame; the VAE decoder is skipped, a third of a batched step on a CPU); window:
+        frames each new frame attends to (default: the world's; shorter is faster, see SamplerConfig.window)."""
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
         if num_worlds < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_worlds}")
         if not 0.0 < termination_threshold <= 1.0:
@@ -54,8 +63,9 @@ class WorldCore:
         if sampling_steps is not None and not 1 <= sampling_steps <= 8:
             raise ValueError(f"sampling_steps must be 1..8, got {sampling_steps}")
         sampler = self.world.sampler.override(steps=None if sampling_steps is None else int(sampling_steps),
-                                              guidance=None if guidance is None else float(guidance))
-        self.n, self.threshold = num_worlds, termination_threshold
+                                              guidance=None if guidance is None else float(guidance),
+                                              window=window)
+        self.n, self.threshold, self.observation = num_worlds, termination_threshold, observation
         self.sim = self.world.simulator(num_worlds, sampler, compile=compile)
         self.action_space = self.world.action_space
         self.action_shape, self.action_dtype = action_array_spec(self.action_space)
@@ -113,13 +123,31 @@ class WorldCore:
             self.sim.prefill(np.stack([f0] * self.n), np.stack([a0] * self.n))
         return np.concatenate([self.sim.prefill(f[None], a[None], [w]) for w, (f, a) in zip(worlds, contexts, strict=True)])
 
+    def observation_space(self) -> spaces.Box:
+        """One world's observation space."""
+        if self.observation == "latents":
+            c = self.world.dit.cfg
+            return spaces.Box(-np.inf, np.inf, (c.latent_channels, c.latent_size, c.latent_size), np.float32)
+        s = self.world.frame_size
+        return spaces.Box(0, 255, (s, s, 3), np.uint8)
+
+    def latents(self, worlds: np.ndarray | None = None) -> np.ndarray:
+        """The current normalised latent frame of each world (or of ``worlds``): float32 (N, C, h, w)."""
+        z = self.sim.last[:, 0].float().cpu().numpy()
+        return z if worlds is None else z[worlds]
+
+    def observe(self, frames: np.ndarray, worlds: np.ndarray | None = None) -> np.ndarray:
+        """What the env shows: the decoded frames given, or the latents in latent mode."""
+        return self.latents(worlds) if self.observation == "latents" else frames
+
     def step(self, actions: np.ndarray, checked: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """actions (N[, ...]) -> frames uint8 (N, H, W, 3), rewards float32 (N,), terminated bool (N,),
-        termination probabilities float32 (N,). ``checked``: the caller already passed them through
-        ``check_actions``."""
+        """actions (N[, ...]) -> observations (frames uint8 (N, H, W, 3) or latents float32 (N, C, h, w)),
+        rewards float32 (N,), terminated bool (N,), termination probabilities float32 (N,). ``checked``: the
+        caller already passed them through ``check_actions``."""
         start = time.perf_counter()
         a = torch.as_tensor(actions if checked else check_actions(self.action_space, actions, self.n))
-        frames, rewards, probs = self.sim.step(a)
+        frames, rewards, probs = self.sim.step(a, decode=self.observation == "frames")
+        frames = self.observe(frames)
         rewards, probs = rewards.cpu().numpy().astype(np.float32), probs.cpu().numpy().astype(np.float32)
         self.model_ms = 1e3 * (time.perf_counter() - start)
         return frames, rewards, probs >= self.threshold, probs

@@ -14,7 +14,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from worldsim.spaces import check_actions
 
@@ -28,20 +27,26 @@ class WorldModelEnv(gym.Env):
         self, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
         termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None, render_scale: int = 8,
+        observation: str = "frames",
     ) -> None:
         """checkpoint: a world file, or world: a shipped world's name (e.g. carracing): one of the two;
         device: auto | cpu | cuda; sampling_steps (1-8) and guidance override the world's sampler; the episode is
         truncated after max_episode_steps (default: the source env's limit); predicted termination
         probabilities at or above termination_threshold end the episode; compile runs the model step through
         torch.compile (slow first steps, then faster); dtype of the DiT and its cache: auto (bfloat16 on CUDA,
-        float32 on CPU), float32 or bfloat16."""
+        float32 on CPU), float32 or bfloat16 (on a CPU its attention and cache stay float32); observation:
+        frames (uint8 (H, W, 3)) or latents (the world's normalised latent frame, float32 (C, h, w): no VAE
+        decode, nothing to render)."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.core = WorldCore(1, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile, dtype)
+        if render_mode is not None and observation != "frames":
+            raise ValueError("render_mode needs observation='frames' (with latents the frames are never decoded)")
+        self.core = WorldCore(1, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile, dtype,
+                              observation)
         w = self.core.world
         self.metadata = dict(self.metadata, render_fps=w.fps)
         self.render_mode, self.render_scale = render_mode, render_scale
-        self.observation_space = spaces.Box(0, 255, (w.frame_size, w.frame_size, 3), np.uint8)
+        self.observation_space = self.core.observation_space()
         self.action_space = self.core.action_space
         self.max_episode_steps = int(max_episode_steps or w.source.get("max_episode_steps") or 1000)
         self._frame: np.ndarray | None = None
@@ -75,7 +80,7 @@ class WorldModelEnv(gym.Env):
         # The model's noise follows the env's seed: seeded resets replay exactly (on CPU).
         self.core.seed(int(self.np_random.integers(2**62)))
         frames, actions, origin = self.core.context(self.np_random, options)
-        self._frame = self.core.start(np.array([0]), [(frames, actions)])[0]
+        self._frame = self.core.observe(self.core.start(np.array([0]), [(frames, actions)]))[0]
         self._steps = 0
         if self.render_mode == "human":
             self.render()

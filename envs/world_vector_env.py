@@ -12,7 +12,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
@@ -26,20 +25,24 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self, num_envs: int = 1, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
         termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None,
+        observation: str = "frames",
     ) -> None:
         """As :class:`~envs.world_env.WorldModelEnv`, for ``num_envs`` worlds."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"the vector env renders rgb_array only, got render_mode={render_mode!r}")
-        self.core = WorldCore(num_envs, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile, dtype)
+        if render_mode is not None and observation != "frames":
+            raise ValueError("render_mode needs observation='frames' (with latents the frames are never decoded)")
+        self.core = WorldCore(num_envs, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile, dtype,
+                              observation)
         w = self.core.world
         self.num_envs, self.render_mode = num_envs, render_mode
         self.metadata = dict(self.metadata, render_fps=w.fps)
-        self.single_observation_space = spaces.Box(0, 255, (w.frame_size, w.frame_size, 3), np.uint8)
+        self.single_observation_space = self.core.observation_space()
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.max_episode_steps = int(max_episode_steps or w.source.get("max_episode_steps") or 1000)
-        self._frames = np.zeros((num_envs, w.frame_size, w.frame_size, 3), np.uint8)
+        self._frames = np.zeros((num_envs, *self.single_observation_space.shape), self.single_observation_space.dtype)
         self._steps = np.zeros(num_envs, np.int64)
         self._needs_reset = np.zeros(num_envs, bool)
         self._started = False
@@ -94,7 +97,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             contexts.append((frames, actions))
             origins.append(-1 if origin == "options" else origin)
         if len(worlds):
-            self._frames[worlds] = self.core.start(worlds, contexts)
+            self._frames[worlds] = self.core.observe(self.core.start(worlds, contexts), worlds)
         self._steps[worlds] = 0
         self._needs_reset[worlds] = False
         context = np.full(self.num_envs, -1, np.int64)

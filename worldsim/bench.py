@@ -187,14 +187,19 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
             env.step(act)
         return n * k / (time.perf_counter() - t)
 
+    # The default env, then the settings an agent trainer uses: latent observations (no VAE decode), and those
+    # with a bfloat16 DiT (float32 attention on a CPU).
+    variants = {"": {}, "latents_": {"observation": "latents"},
+                "latents_bf16_": {"observation": "latents", "dtype": "bfloat16"}}
     for n in sizes:
-        env = gym.make_vec("worldsim/World-v0", num_envs=n, vectorization_mode="vector_entry_point",
-                           checkpoint=str(world_path), device=str(device), max_episode_steps=10**9)
-        out[f"world_steps_per_s_N{n}"] = rate(env, n, max(2, iters // max(1, n // 16)))
+        for name, kwargs in variants.items():
+            env = gym.make_vec("worldsim/World-v0", num_envs=n, vectorization_mode="vector_entry_point",
+                               checkpoint=str(world_path), device=str(device), max_episode_steps=10**9, **kwargs)
+            out[f"{name}world_steps_per_s_N{n}"] = rate(env, n, max(2, iters // max(1, n // 16)))
+            env.close()
         out[f"peak_rss_mib_after_N{n}"] = _peak_rss_mib()
         if device.type == "cuda":
             out[f"cuda_peak_mib_N{n}"] = torch.cuda.max_memory_allocated(device) / 2**20
-        env.close()
     if sync_n:
         sync = gym.make_vec("worldsim/World-v0", num_envs=sync_n, vectorization_mode="sync", checkpoint=str(world_path),
                             device=str(device), max_episode_steps=10**9)

@@ -19,7 +19,8 @@ def checkpoints_dir() -> Path:
 def known_worlds(folder: str | Path | None = None) -> list[str]:
     """Names of the worlds in ``folder`` (default: the shipped ones)."""
     folder = Path(folder) if folder is not None else checkpoints_dir()
-    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+    # Agents trained in a world ship beside it as <world>-agent.safetensors; they are not worlds.
+    return sorted(p.stem for p in folder.glob("*.safetensors") if not p.stem.endswith("-agent")) if folder.is_dir() else []
 
 
 def env_id(world: str) -> str:

@@ -109,6 +109,8 @@ class Game:
             side.frame = side.env.reset(seed=seed, options=options)[0]
         self.seed = None if seed is None else seed + 1
         self.steps = 0
+        if self.policy is not None and hasattr(self.policy, "reset"):
+            self.policy.reset(self.sides[0].env)
         if self.recorder.on:
             self.recorder.stop()
             self.recorder.start(self.sides[0].frame)

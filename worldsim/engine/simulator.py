@@ -39,7 +39,15 @@ class SamplerConfig:
     """Level each frame's sampling starts from: 1 = pure noise; below 1 the previous frame's latent,
     noised to that level, is the starting point (consecutive frames are nearly alike)."""
 
+    window: int | None = None
+    """Frames a new frame attends to, itself included; None = the window the DiT was trained with. A shorter
+    one is cheaper (attention is most of a batched step) and stays in the training distribution: the
+    first frames of every training clip see fewer past frames."""
+
     def __post_init__(self) -> None:
+        if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, int)
+                                        or self.window < 1):
+            raise ValueError(f"sampler window must be a whole number >= 1 or None, got {self.window!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 8:
             raise ValueError(f"sampler steps must be a whole number 1..8, got {self.steps!r}")
         for name in ("guidance", "context_level", "shift", "start_level"):
@@ -80,7 +88,15 @@ class Simulator:
         shape = (1, 1, c.latent_channels, 1, 1)
         self.mean = (latent_mean if latent_mean is not None else torch.zeros(c.latent_channels)).to(self.device).view(shape)
         self.std = (latent_std if latent_std is not None else torch.ones(c.latent_channels)).to(self.device).view(shape)
-        self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, c.window, c.tokens_per_frame, self.dtype, self.device)
+        # On a CPU the cache and attention stay float32 under a bfloat16 DiT: there the bf16 matmuls of the linear
+        # layers are 2.5x faster, while bf16 attention is slower than float32 (BENCHMARKS.md, "Batched world").
+        self.cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        w = self.sampler.window
+        if w is not None and w > c.window:
+            raise ValueError(f"sampler window {w} is longer than the {c.window} frames this world was trained on")
+        self.window = w or c.window
+        self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, self.window, c.tokens_per_frame, self.cache_dtype,
+                             self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.t = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.stream = StreamCache()
@@ -92,6 +108,7 @@ class Simulator:
         self._step = torch.compile(dit.step, dynamic=False) if compile else dit.step
         # Constant per batch: built once, not in every frame step.
         self.no_null = torch.zeros(batch, 1, dtype=torch.bool, device=self.device)
+        self.undecoded = torch.zeros(batch, dtype=torch.bool)  # worlds stepped without decode since their prefill
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
@@ -132,8 +149,8 @@ class Simulator:
         actions = torch.as_tensor(actions, device=self.device)
         c = self.dit.cfg
         full = n == self.batch
-        cache = self.cache if full else KVCache(c.depth, n, c.heads, c.head_dim, c.window, c.tokens_per_frame,
-                                                self.dtype, self.device)
+        cache = self.cache if full else KVCache(c.depth, n, c.heads, c.head_dim, self.window, c.tokens_per_frame,
+                                                self.cache_dtype, self.device)
         cache.reset()
         stream, clock = StreamCache(), torch.zeros(n, dtype=torch.long, device=self.device)
         ctx = torch.full((n, 1), self.sampler.context_level, device=self.device, dtype=self.dtype)
@@ -144,6 +161,7 @@ class Simulator:
             self.dit.step(zi.to(self.dtype), ctx, actions[:, i : i + 1], clock, cache, commit=True, null=mask)
             out = self.vae.decode(z[:, i : i + 1] * self.std + self.mean, stream)
             clock += 1
+        self.undecoded[idx.cpu()] = False
         if full:
             self.stream, self.t = stream, clock
             self.last = z[:, -1:].to(self.dtype).clone()
@@ -186,11 +204,19 @@ class Simulator:
         return self._ts
 
     @torch.inference_mode()
-    def step(self, actions: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    def step(self, actions: torch.Tensor, decode: bool = True) -> tuple[np.ndarray | None, torch.Tensor, torch.Tensor]:
         """Advance every world by one frame. actions (B[, ...]) ->
-        (frames uint8 (B, H, W, 3), rewards (B,), termination probabilities (B,))."""
+        (frames uint8 (B, H, W, 3), rewards (B,), termination probabilities (B,)).
+
+        ``decode=False`` skips the VAE decoder (a quarter to a third of a batched step on a CPU) and returns
+        None for the frames: for callers that read the latents (:attr:`last`, normalised (B, 1, C, h, w)).
+        The streaming decoder then falls behind, so a simulator either always decodes or never does
+        between two prefills (:meth:`step` refuses to mix them)."""
         if not self.ready:
             raise RuntimeError("call prefill(context frames) before step()")
+        if decode and self.undecoded.any():
+            raise RuntimeError("this simulator stepped without decoding since its worlds started, so its streaming "
+                               "decoder is behind; restart them with prefill, or keep decode=False")
         s = self.sampler
         a = torch.as_tensor(actions, device=self.device).reshape(self.batch, 1, *self.action_shape)
         c = self.dit.cfg
@@ -211,6 +237,10 @@ class Simulator:
         ctx = self._levels(s.context_level)
         _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
         self.last = x
-        frame = self.vae.decode(x.float() * self.std + self.mean, self.stream)
         self.t += 1
-        return to_uint8(frame[:, -1]), symexp(reward[:, 0].float()), torch.sigmoid(done[:, 0].float())
+        rewards, probs = symexp(reward[:, 0].float()), torch.sigmoid(done[:, 0].float())
+        if not decode:
+            self.undecoded[:] = True
+            return None, rewards, probs
+        frame = self.vae.decode(x.float() * self.std + self.mean, self.stream)
+        return to_uint8(frame[:, -1]), rewards, probs

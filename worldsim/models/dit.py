@@ -149,7 +149,9 @@ class Attention(nn.Module):
             s = k.shape[2]
             kk[:, :, -s:] = k
             vv[:, :, -s:] = v
-        out = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        # A cache may be kept in another dtype than the weights (float32 under bf16 weights on a CPU): attention
+        # then runs in the cache's dtype.
+        out = F.scaled_dot_product_attention(q.to(kk.dtype), kk, vv, attn_mask=mask).to(x.dtype)
         return self.proj(rearrange(out, "b h s d -> b s (h d)")), (k, v)
 
 

@@ -1,0 +1,214 @@
+"""``python train.py stage=agent_eval``: an agent trained in a world drives the REAL game.
+
+On held-out tracks (seeds ``seed`` .. ``seed + episodes - 1``; the data's tracks are hashed from
+``collect.seed``), the agent plays the real env through its world's VAE (:class:`~envs.agent.observe.RealAgentEnv`)
+and is scored by the real game's reward. Next to it, on the same tracks: a random policy (same action
+repeat), the data-collection driver (privileged: it reads the track), any other agent files (``compare``,
+e.g. one trained in the real game), and the return the world predicts for the agent in the world itself —
+where the two differ, the agent exploits the world or the world's reward is off.
+Writes ``out/report.json`` and ``out/returns.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.checkpoint import CheckpointError
+from worldsim.world import load_world, world_path
+
+from ..source import source_world
+from ..world_core import WorldCore
+from .network import Agent, load_agent
+from .observe import RealAgentEnv, world_vae_id
+from .worlds import AgentWorlds
+
+BASELINES = ("random", "driver")
+
+
+@dataclass
+class AgentEvalConfig:
+    agent: str | None = None
+    """The agent file (default: the run's)."""
+    episodes: int = 20
+    seed: int = 500_000_000
+    """First track seed."""
+    deterministic: bool = True
+    """Take the most likely action (False: sample from the policy)."""
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    compare: list[str] = field(default_factory=list)
+    """More agent files scored on the same tracks."""
+    world_episodes: int = 8
+    """Episodes of the agent in its own world (predicted return); 0 skips."""
+    max_frames: int | None = None
+    """Frames per real episode (default: the world's source limit, 1000 for CarRacing)."""
+    out: str = "runs/agent_eval"
+
+    def validate(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"agent_eval.episodes must be at least 1, got {self.episodes}")
+        unknown = sorted(set(self.baselines) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"unknown agent_eval.baselines {unknown}; known: {list(BASELINES)}")
+
+
+def _summary(returns: list[float], **extra) -> dict[str, Any]:
+    r = np.asarray(returns, np.float64)
+    return {"mean": float(r.mean()), "std": float(r.std()), "episodes": len(r), "returns": [float(x) for x in r],
+            **extra}
+
+
+def _world_for(agent: Agent, world_file: str | Path | None, device) -> Any:
+    """The world whose VAE the agent sees through: the one named, else the file it was trained in, else the
+    shipped world of its name; refused when its VAE is not the agent's."""
+    candidates = [world_file] if world_file else [agent.world.get("file"), None]
+    last = None
+    for c in candidates:
+        try:
+            path = Path(c) if c else world_path(agent.world["name"])
+            world = load_world(path, device)
+        except (CheckpointError, FileNotFoundError, KeyError) as e:
+            last = e
+            continue
+        if world_vae_id(world) != agent.world.get("vae_id"):
+            last = ValueError(f"{path} sees the game through another VAE than the agent {agent.path} learned with; "
+                              f"give its world: agent.world=PATH (it learned in {agent.world.get('file')})")
+            if world_file:
+                raise last
+            continue
+        return world, path
+    raise ValueError(f"no world file for the agent {agent.path}: {last}; give it with agent.world=PATH")
+
+
+def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None, repeat: int) -> list[float]:
+    """Real returns of ``policy(obs, env) -> action`` on these track seeds."""
+    env = RealAgentEnv(world, agent_cfg, max_frames)
+    returns = []
+    try:
+        for s in seeds:
+            obs, _ = env.reset(seed=int(s))
+            total, done = 0.0, False
+            while not done:
+                obs, r, term, trunc, _ = env.step(policy(obs, env))
+                total += r
+                done = term or trunc
+            returns.append(total)
+    finally:
+        env.close()
+    return returns
+
+
+def play_driver(world, seeds: list[int], max_frames: int | None) -> list[float]:
+    """The data-collection driver (every frame, privileged) on these tracks."""
+    source = dict(world.source, policy="driver")
+    if max_frames is not None:
+        source["max_episode_steps"] = int(max_frames)
+    sw = source_world(source)
+    env = sw.make_env()
+    out = []
+    try:
+        for s in seeds:
+            policy = sw.make_policy(np.random.default_rng([int(s), 1]), env)
+            obs, _ = env.reset(seed=int(s))
+            policy.reset(env)
+            total, done = 0.0, False
+            while not done:
+                obs, r, term, trunc, _ = env.step(policy(obs))
+                total += float(r)
+                done = term or trunc
+            out.append(total)
+    finally:
+        env.close()
+    return out
+
+
+def predicted_in_world(agent: Agent, world_file: Path, episodes: int, seed: int, deterministic: bool,
+                       device) -> list[float]:
+    """The agent in its world, ``episodes`` worlds at once: the return the world predicts for each."""
+    train = agent.meta.get("train", {})
+    core = WorldCore(episodes, world_file, device=str(device), dtype=train.get("dtype", "auto"), observation="latents",
+                     window=train.get("window"))
+    worlds = AgentWorlds(core, agent.cfg, int(train.get("max_frames", 1000)), seed=seed)
+    obs = worlds.reset()
+    rng = None if deterministic else np.random.default_rng(seed)
+    returns: list[float | None] = [None] * episodes
+    while any(r is None for r in returns):
+        obs, _, term, trunc, infos = worlds.step(agent.net.act(obs, rng), autoreset=False)
+        for i in np.flatnonzero(term | trunc):
+            if returns[i] is None:
+                returns[i] = infos[i]["episode"]["r"]
+    return [float(r) for r in returns]
+
+
+def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str | Path | None = None,
+                   device: torch.device | str = "cpu") -> dict[str, Any]:
+    cfg.validate()
+    started = time.perf_counter()
+    agent = load_agent(agent_file, device)
+    world, wpath = _world_for(agent, world_file, device)
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
+    repeat = agent.cfg.action_repeat
+    rng = np.random.default_rng(cfg.seed)
+
+    def agent_policy(a: Agent):
+        pick = None if cfg.deterministic else np.random.default_rng(cfg.seed + 1)
+        return lambda obs, env: int(a.net.act(obs[None], pick)[0])
+
+    report: dict[str, Any] = {"agent_file": str(agent_file), "world_file": str(wpath), "track_seeds": seeds,
+                              "action_repeat": repeat, "deterministic": cfg.deterministic,
+                              "agent_decisions_in_world": agent.meta.get("decisions"),
+                              "agent_world_frames": agent.meta.get("world_frames")}
+    report["agent"] = _summary(play_real(agent_policy(agent), world, agent.cfg, seeds, cfg.max_frames, repeat))
+    if cfg.world_episodes:
+        pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device)
+        report["agent"]["predicted_in_world"] = _summary(pred)
+    baselines: dict[str, Any] = {}
+    n = int(world.action_space.n)
+    if "random" in cfg.baselines:
+        baselines["random"] = _summary(play_real(lambda obs, env: int(rng.integers(n)), world, agent.cfg, seeds,
+                                                 cfg.max_frames, repeat))
+    if "driver" in cfg.baselines and world.source.get("kind") == "carracing":
+        baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames), privileged=True)
+    for other in cfg.compare:
+        a = load_agent(other, device)
+        w2, _ = _world_for(a, None, device)
+        baselines[Path(other).stem] = _summary(play_real(agent_policy(a), w2, a.cfg, seeds, cfg.max_frames,
+                                                         a.cfg.action_repeat), file=str(other),
+                                               decisions=a.meta.get("decisions"), trained_in=a.meta.get("trained_in", "world"))
+    report["baselines"] = baselines
+    report["seconds"] = time.perf_counter() - started
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out / "report.json")
+    _plot(report, out / "returns.png")
+    return report
+
+
+def _plot(report: dict[str, Any], png: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [("agent (real)", report["agent"])]
+    if "predicted_in_world" in report["agent"]:
+        rows.append(("agent (world's prediction)", report["agent"]["predicted_in_world"]))
+    rows += list(report["baselines"].items())
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 1, 3.2))
+    ax.bar(range(len(rows)), [r["mean"] for _, r in rows], yerr=[r["std"] for _, r in rows], capsize=4)
+    ax.set_xticks(range(len(rows)), [name for name, _ in rows], rotation=20, ha="right")
+    ax.set_ylabel("return")
+    ax.axhline(0, color="k", lw=0.5)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)

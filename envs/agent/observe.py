@@ -1,0 +1,100 @@
+"""The real game as an agent trained in a world sees it: real frames, resized as the world's data was,
+encoded by that world's VAE into the same normalised latents, stacked, one decision every
+``action_repeat`` frames (:class:`RealAgentEnv`, a Gymnasium env).
+
+The VAE is causal in time, so a latent depends on the frames just before it: each frame is encoded with
+the ``reach`` frames before it (or from the episode's start), which gives exactly the latents of a whole
+episode encoded at once — what the world was trained to generate.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from worldsim.data.latents import encoder_reach
+from worldsim.integrity import checksums_of
+from worldsim.training.dynamics_trainer import LatentEncoder
+from worldsim.world import World
+
+from ..source import source_world
+from .network import AgentConfig
+from .worlds import push, stacked_space
+
+
+def world_vae_id(world: World) -> str:
+    """Names the VAE (weights and latent statistics) whose latents an agent reads."""
+    tensors = {k: v.detach().cpu().float().contiguous() for k, v in world.vae.state_dict().items()}
+    tensors["latent_mean"], tensors["latent_std"] = world.latent_mean.float(), world.latent_std.float()
+    return f"{zlib.crc32(checksums_of(tensors).encode()):08x}"
+
+
+class LatentView:
+    """uint8 frames of one episode, one at a time -> the world's normalised latent of each: float32 (C, h, w)."""
+
+    def __init__(self, world: World) -> None:
+        meta = {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}
+        self.encode = LatentEncoder(world.vae, meta, world.device)
+        self.reach = encoder_reach(world.vae)
+        self.frames: deque[np.ndarray] = deque(maxlen=self.reach + 1)
+
+    def reset(self) -> None:
+        self.frames.clear()
+
+    def add(self, frame: np.ndarray) -> None:
+        self.frames.append(np.asarray(frame))
+
+    @torch.no_grad()
+    def latent(self) -> np.ndarray:
+        clip = torch.from_numpy(np.stack(self.frames)[None])
+        return self.encode(clip)[0, -1].float().cpu().numpy()
+
+
+class RealAgentEnv(gym.Env):
+    """The world's real env behind an agent's eyes: observations (S*C, h, w) as in :class:`AgentWorlds`, each
+    action held for ``action_repeat`` frames (real rewards summed), the real game's own episode ends."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, world: World, cfg: AgentConfig, max_frames: int | None = None) -> None:
+        source = dict(world.source)
+        if max_frames is not None:
+            source["max_episode_steps"] = int(max_frames)
+        self.env = source_world(source).make_env()
+        self.cfg, self.view = cfg, LatentView(world)
+        c = world.vae.cfg.latent_channels
+        s = world.dit.cfg.latent_size
+        self.latent_shape, self.c = (c, s, s), c
+        self.observation_space = stacked_space(self.latent_shape, cfg.stack)
+        self.action_space = self.env.action_space
+        self.obs = np.zeros((1, *self.observation_space.shape), np.float32)
+        self.frame: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        frame, info = self.env.reset(seed=seed, options=options)
+        self.view.reset()
+        self.view.add(frame)
+        self.frame = frame
+        self.obs[0] = np.tile(self.view.latent(), (self.cfg.stack, 1, 1))
+        return self.obs[0].copy(), info
+
+    def step(self, action):
+        total, terminated, truncated, info = 0.0, False, False, {}
+        for _ in range(self.cfg.action_repeat):
+            frame, reward, terminated, truncated, info = self.env.step(action)
+            self.view.add(frame)
+            self.frame = frame
+            total += float(reward)
+            if terminated or truncated:
+                break
+        push(self.obs, self.view.latent()[None], self.c)
+        return self.obs[0].copy(), total, terminated, truncated, info
+
+    def close(self) -> None:
+        self.env.close()

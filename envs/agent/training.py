@@ -1,0 +1,227 @@
+"""``python train.py stage=agent``: PPO (Stable-Baselines3) trains an agent inside a world only.
+
+Stable-Baselines3 is used because its PPO is well tested and maintained, and the world is adapted to its
+VecEnv API (:func:`envs.agent.worlds.sb3_vec_env`) so N worlds step as one batch. The network is ours
+(:class:`envs.agent.network.Trunk`, plugged in as the policy's features extractor with no further layers),
+so the shipped agent file needs no RL library.
+
+Run folder ``run_dir/agent/``: ``state.safetensors`` (network + optimizer + steps; written every
+``save_every`` rollouts and when stopped, so a killed run resumes), ``agent_log.jsonl`` and
+``returns.png`` (the return the world predicts per episode), and the agent file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldsim.config import to_dict
+from worldsim.signals import signals_deferred
+from worldsim.training.log import log_row
+from worldsim.training.state import load_state, save_state
+
+from ..world_core import WorldCore
+from .network import AgentConfig, AgentNet, save_agent
+from .observe import world_vae_id
+from .worlds import AgentWorlds, sb3_vec_env
+
+
+@dataclass
+class AgentTrainConfig:
+    """PPO in the world (``agent.train``)."""
+
+    worlds: int = 32
+    """Worlds stepped together (one batched model call per frame)."""
+    timesteps: int = 200_000
+    """Agent decisions in all worlds together; world frames = timesteps x action_repeat."""
+    n_steps: int = 64
+    """Decisions per world per rollout (a rollout is worlds x n_steps decisions)."""
+    batch_size: int = 512
+    epochs: int = 4
+    lr: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_frames: int = 1000
+    """World frames per episode (the real game's limit)."""
+    dtype: str = "bfloat16"
+    """The world's DiT dtype (on a CPU its attention stays float32): bf16 matched fp32 fidelity (BENCHMARKS.md)."""
+    window: int | None = None
+    """Frames the world attends to (None: the world's own)."""
+    save_every: int = 5
+    """Rollouts between saves of the resumable state and the agent file."""
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> None:
+        if min(self.worlds, self.timesteps, self.n_steps, self.batch_size, self.epochs, self.save_every) < 1:
+            raise ValueError(f"agent.train sizes must be >= 1, got {self}")
+        if self.worlds * self.n_steps < 2:
+            raise ValueError("a rollout needs at least two decisions: raise agent.train.worlds or n_steps")
+
+
+def _policy_kwargs(net_cfg: AgentConfig, latent_shape):
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    from .network import Trunk
+
+    class Features(BaseFeaturesExtractor):
+        def __init__(self, observation_space, **_):
+            super().__init__(observation_space, net_cfg.hidden)
+            self.trunk = Trunk(net_cfg, observation_space.shape[0], observation_space.shape[1])
+
+        def forward(self, obs):
+            return self.trunk(obs)
+
+    return {"features_extractor_class": Features, "net_arch": {"pi": [], "vf": []}, "normalize_images": False,
+            "share_features_extractor": True}
+
+
+def agent_net(policy, net_cfg: AgentConfig, latent_shape, n: int) -> AgentNet:
+    """The RL library's policy -> our standalone network (same weights)."""
+    net = AgentNet(net_cfg, latent_shape, n)
+    net.trunk.load_state_dict(policy.features_extractor.trunk.state_dict())
+    net.action_net.load_state_dict(policy.action_net.state_dict())
+    net.value_net.load_state_dict(policy.value_net.state_dict())
+    return net.eval()
+
+
+def _modules(policy) -> dict:
+    # The features extractor appears under three names in the policy's state dict (shared): save it once.
+    return {"trunk": policy.features_extractor.trunk, "action_net": policy.action_net, "value_net": policy.value_net}
+
+
+def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainConfig, run_dir: str | Path,
+                out: str | Path | None = None, device: torch.device | str = "cpu") -> Path:
+    """Train (or resume) PPO in ``world_path``'s world; writes the agent file (default
+    ``run_dir/agent/<world>-agent.safetensors``) and returns its path."""
+    try:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.logger import Logger
+    except ImportError:
+        raise ModuleNotFoundError("stage=agent needs Stable-Baselines3: pip install -e \".[rl]\"") from None
+    net_cfg.validate()
+    cfg.validate()
+    folder = Path(run_dir) / "agent"
+    folder.mkdir(parents=True, exist_ok=True)
+    core = WorldCore(cfg.worlds, world_path, device=str(device), dtype=cfg.dtype, observation="latents",
+                     window=cfg.window)
+    world = core.world
+    out = Path(out) if out is not None else folder / f"{world.name}-agent.safetensors"
+    state_path, log_path = folder / "state.safetensors", folder / "agent_log.jsonl"
+    arch = {"net": to_dict(net_cfg), "world_vae": world_vae_id(world)}
+    seed = cfg.seed
+    start = 0
+
+    def build(start_step: int):
+        worlds = AgentWorlds(core, net_cfg, cfg.max_frames, seed=int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0]))
+        env = sb3_vec_env(worlds)
+        model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.epochs,
+                    learning_rate=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                    ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=seed + start_step, device=str(device),
+                    policy_kwargs=_policy_kwargs(net_cfg, worlds.latent_shape), verbose=0)
+        model.set_logger(Logger(None, []))  # in memory only (the library's default makes a folder in /tmp)
+        return model, worlds
+
+    model, worlds = build(0)
+    if state_path.exists():
+        start = load_state(state_path, _modules(model.policy), model.policy.optimizer, arch)
+        if start:
+            model, worlds = build(start)  # fresh worlds and library RNG for the remaining steps
+            load_state(state_path, _modules(model.policy), model.policy.optimizer, arch)
+            model.num_timesteps = start
+            print(f"resuming the agent from {start} decisions ({state_path})", flush=True)
+    n = int(worlds.action_space.n)
+    meta_world = {"name": world.name, "vae_id": arch["world_vae"], "source": world.source,
+                  "file": str(Path(world_path))}
+
+    def write_agent(steps: int) -> Path:
+        net = agent_net(model.policy, net_cfg, worlds.latent_shape, n)
+        return save_agent(out, net, world=meta_world, action_space=world.dit.action_space,
+                          meta={"decisions": steps, "world_frames": steps * net_cfg.action_repeat,
+                                "train": to_dict(cfg)})
+
+    def save(steps: int) -> None:
+        with signals_deferred("saving the agent"):
+            save_state(state_path, steps, _modules(model.policy), model.policy.optimizer, {"config": arch})
+            write_agent(steps)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.timesteps, initial=min(start, cfg.timesteps), unit="decision", disable=not cfg.progress,
+               desc="agent in the world")
+
+    class Progress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.episodes: list[tuple[float, int]] = []
+            self.rollouts, self.t0, self.last = 0, time.perf_counter(), model.num_timesteps
+
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    self.episodes.append((info["episode"]["r"], info["episode"]["l"]))
+            bar.update(max(0, min(self.model.num_timesteps, cfg.timesteps) - bar.n))
+            return True
+
+        def _on_rollout_end(self) -> None:
+            self.rollouts += 1
+            steps = self.model.num_timesteps
+            recent = [r for r, _ in self.episodes[-50:]]
+            elapsed = time.perf_counter() - self.t0
+            row = {"step": steps, "world_frames": steps * net_cfg.action_repeat, "episodes": len(self.episodes),
+                   "predicted_return": float(np.mean(recent)) if recent else None,
+                   "world_frames_per_s": (steps - self.last) * net_cfg.action_repeat / max(elapsed, 1e-9)}
+            for k in ("train/entropy_loss", "train/value_loss", "train/approx_kl"):
+                v = self.model.logger.name_to_value.get(k)
+                if v is not None:
+                    row[k.split("/")[1]] = float(v)
+            log_row(log_path, row, echo=not cfg.progress)
+            bar.set_postfix(predicted_return=row["predicted_return"], fps=round(row["world_frames_per_s"]))
+            self.t0, self.last = time.perf_counter(), steps
+            if self.rollouts % cfg.save_every == 0:
+                save(steps)
+
+    remaining = cfg.timesteps - start
+    try:
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=Progress(), reset_num_timesteps=False, progress_bar=False)
+    except KeyboardInterrupt:
+        save(model.num_timesteps)
+        print(f"saved the agent at {model.num_timesteps} decisions ({state_path}); run again to resume", flush=True)
+        raise
+    finally:
+        bar.close()
+    save(model.num_timesteps)
+    _plot(log_path, folder / "returns.png")
+    return out
+
+
+def _plot(log: Path, png: Path) -> None:
+    rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+    pts = [(r["world_frames"], r["predicted_return"]) for r in rows if r.get("predicted_return") is not None]
+    if not pts:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts])
+    ax.set_xlabel("world frames")
+    ax.set_ylabel("predicted return (last 50 episodes)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+

@@ -1,0 +1,184 @@
+"""Agents trained in a world: the adapter, the agent file, train.py stage=agent and stage=agent_eval."""
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("stable_baselines3")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+
+
+def test_the_single_world_agent_env_passes_the_rl_librarys_checker(tiny_world):
+    from stable_baselines3.common.env_checker import check_env
+
+    from envs.agent.network import AgentConfig
+    from envs.agent.worlds import AgentWorldEnv
+
+    env = AgentWorldEnv(str(tiny_world), AgentConfig(action_repeat=2), max_frames=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its image heuristics: our observations are latents, not pictures
+        check_env(env, warn=False)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape == (8, 16, 16) and obs.dtype == np.float32
+    # Stacked as newest first: after a step the second half is the previous decision's latent.
+    nxt, *_ = env.step(1)
+    np.testing.assert_array_equal(nxt[4:], obs[:4])
+
+
+def test_the_batched_adapter_autoresets_and_reports_episodes(tiny_world):
+    from envs.agent.network import AgentConfig
+    from envs.agent.worlds import AgentWorlds, sb3_vec_env
+    from envs.world_core import WorldCore
+
+    core = WorldCore(3, tiny_world, observation="latents")
+    worlds = AgentWorlds(core, AgentConfig(action_repeat=3), max_frames=7, seed=0)
+    venv = sb3_vec_env(worlds)
+    obs = venv.reset()
+    assert obs.shape == (3, 8, 16, 16)
+    ends = []
+    for _ in range(5):
+        venv.step_async(np.array([0, 1, 2]))
+        obs, rewards, dones, infos = venv.step_wait()
+        assert rewards.shape == (3,) and np.isfinite(rewards).all()
+        for i in np.flatnonzero(dones):
+            ends.append(infos[i])
+            # the ended world restarted at once: its observation is a fresh start (both halves alike)
+            np.testing.assert_array_equal(obs[i, :4], obs[i, 4:])
+            assert infos[i]["terminal_observation"].shape == (8, 16, 16)
+    # 7 frames at 3 per decision: every episode is truncated after 3 decisions (9 frames)
+    assert ends and all(e["episode"]["l"] == 9 and e["TimeLimit.truncated"] for e in ends)
+
+
+def test_latent_observations_skip_the_decoder_and_match_the_engine(tiny_world):
+    from envs.world_vector_env import WorldModelVectorEnv
+
+    env = WorldModelVectorEnv(2, checkpoint=tiny_world, observation="latents")
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (2, 4, 16, 16) and obs.dtype == np.float32
+    obs, *_ = env.step(np.array([1, 2]))
+    np.testing.assert_allclose(obs, env.core.sim.last[:, 0].numpy())
+    # frames and latents come from the same generation: a frames env with the same seed decodes those latents
+    ref = WorldModelVectorEnv(2, checkpoint=tiny_world)
+    ref.reset(seed=1)
+    ref.step(np.array([1, 2]))
+    np.testing.assert_allclose(ref.core.sim.last[:, 0].numpy(), obs)
+    with pytest.raises(RuntimeError, match="decod"):
+        env.core.sim.step(torch.zeros(2, dtype=torch.long), decode=True)
+    with pytest.raises(ValueError, match="render_mode"):
+        WorldModelVectorEnv(2, checkpoint=tiny_world, observation="latents", render_mode="rgb_array")
+    with pytest.raises(ValueError, match="observation"):
+        WorldModelVectorEnv(2, checkpoint=tiny_world, observation="pixels")
+
+
+def test_a_shorter_window_and_bf16_are_checked_and_run(tiny_world):
+    from envs.world_core import WorldCore
+    from worldsim.engine.simulator import SamplerConfig
+
+    with pytest.raises(ValueError, match="longer than"):
+        WorldCore(1, tiny_world, window=5)  # the tiny world was trained with 4
+    with pytest.raises(ValueError, match="window"):
+        SamplerConfig(window=0)
+    core = WorldCore(2, tiny_world, window=2, dtype="bfloat16", observation="latents")
+    assert core.sim.cache.window == 2 and core.sim.cache.k.dtype == torch.float32  # fp32 attention on a CPU
+    core.start(np.arange(2), [core.context(np.random.default_rng(0), None)[:2]] * 2)
+    for _ in range(4):
+        _, r, *_ = core.step(np.array([1, 3]))
+    assert np.isfinite(core.latents()).all() and np.isfinite(r).all()
+
+
+def test_real_observations_equal_whole_episode_encoding(tiny_world):
+    from envs.agent.observe import LatentView
+    from worldsim.data.latents import encode_episode, encoder_reach
+    from worldsim.training.dynamics_trainer import LatentEncoder
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    frames = np.random.default_rng(0).integers(0, 256, (14, 64, 64, 3), dtype=np.uint8)
+    meta = {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}
+    whole = encode_episode(LatentEncoder(world.vae, meta, "cpu"), frames, encoder_reach(world.vae))
+    view = LatentView(world)
+    for t, f in enumerate(frames):
+        view.add(f)
+        np.testing.assert_allclose(view.latent(), whole[t], atol=1e-5)
+
+
+def test_agent_files_round_trip_and_foreign_or_truncated_ones_are_refused(tmp_path):
+    from envs.agent.network import AgentConfig, AgentNet, load_agent, save_agent
+    from worldsim.checkpoint import CheckpointError
+
+    net = AgentNet(AgentConfig(channels=(8, 8), hidden=16), (4, 16, 16), 5)
+    path = save_agent(tmp_path / "a.safetensors", net, world={"name": "tiny", "vae_id": "x"},
+                      action_space={"type": "Discrete", "n": 5, "start": 0})
+    agent = load_agent(path)
+    obs = np.random.default_rng(0).standard_normal((3, 8, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(agent.net.act(obs), net.act(obs))
+    assert path.stat().st_size < 4 * 2**20
+    # a world file is not an agent
+    from worldsim.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "w.safetensors", "world", {"agent": net}, {})
+    with pytest.raises(CheckpointError, match="world"):
+        load_agent(tmp_path / "w.safetensors")
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_agent(tmp_path / "cut.safetensors")
+
+
+def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_game(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    common = [f"agent.world={tiny_world}", f"run_dir={run}", "agent.train.worlds=4", "agent.train.n_steps=4",
+              "agent.train.batch_size=8", "agent.train.epochs=1", "agent.train.window=null", "agent.train.save_every=1",
+              "agent.train.max_frames=12", "agent.train.progress=false", "agent.net.action_repeat=2"]
+    first = _run(["stage=agent", "agent.train.timesteps=32", *common], tmp_path)  # two rollouts of 4 worlds x 4
+    assert first.returncode == 0, first.stderr[-2000:]
+    agent = run / "agent" / "tiny-agent.safetensors"
+    assert agent.exists() and (run / "agent" / "state.safetensors").exists()
+    rows = [json.loads(x) for x in (run / "agent" / "agent_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [16, 32]
+    again = _run(["stage=agent", "agent.train.timesteps=48", *common], tmp_path)
+    assert again.returncode == 0 and "resuming the agent from 32 decisions" in again.stdout, again.stderr[-2000:]
+    from envs.agent.network import load_agent
+
+    assert load_agent(agent).meta["decisions"] == 48
+    ev = _run(["stage=agent_eval", f"agent_eval.agent={agent}", f"agent.world={tiny_world}", f"run_dir={run}",
+               "agent_eval.episodes=1", "agent_eval.max_frames=20", "agent_eval.world_episodes=1"], tmp_path)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    last = ev.stdout.strip().splitlines()[-1]
+    assert last.startswith("real return: ") and last.endswith("over 1 episodes")
+    report = json.loads((run / "agent_eval" / "report.json").read_text())
+    assert set(report["baselines"]) == {"random", "driver"} and report["agent"]["episodes"] == 1
+    assert len(report["agent"]["predicted_in_world"]["returns"]) == 1
+    assert (run / "agent_eval" / "returns.png").exists()
+
+
+@pytest.mark.parametrize("compare", [False, True])
+def test_play_with_an_agent_at_the_wheel(tiny_world, tmp_path, compare):
+    import play
+    from envs.agent.network import AgentConfig, AgentNet, save_agent
+    from envs.agent.observe import world_vae_id
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    net = AgentNet(AgentConfig(action_repeat=3, channels=(8, 8), hidden=16), (4, 16, 16), 5)
+    agent = save_agent(tmp_path / "tiny-agent.safetensors", net, world={"name": "tiny", "vae_id": world_vae_id(world)},
+                       action_space=world.dit.action_space)
+    out = tmp_path / "agent.mp4"
+    args = ["--checkpoint", str(tiny_world), "--headless", "--frames", "10", "--policy", "agent", "--agent", str(agent),
+            "--record", str(out), "--record-dir", str(tmp_path / "rec")] + (["--compare"] if compare else [])
+    assert play.main(args) == 0
+    assert out.stat().st_size > 0
+    missing = [str(tmp_path / "missing.safetensors") if a == str(agent) else a for a in args]
+    assert play.main(missing) == 2
