@@ -182,3 +182,16 @@ def test_play_with_an_agent_at_the_wheel(tiny_world, tmp_path, compare):
     assert out.stat().st_size > 0
     missing = [str(tmp_path / "missing.safetensors") if a == str(agent) else a for a in args]
     assert play.main(missing) == 2
+
+
+def test_the_same_ppo_trains_in_the_real_game_as_a_baseline(tiny_world, tmp_path):
+    from envs.agent.network import AgentConfig, load_agent
+    from envs.agent.training import AgentTrainConfig, train_agent
+
+    cfg = AgentTrainConfig(worlds=2, timesteps=16, n_steps=4, batch_size=4, epochs=1, save_every=1, progress=False,
+                           max_frames=10, env="real")
+    out = train_agent(tiny_world, AgentConfig(action_repeat=2, channels=(8, 8), hidden=16), cfg, tmp_path)
+    agent = load_agent(out)
+    assert agent.meta["trained_in"] == "real" and agent.meta["decisions"] == 16
+    rows = [json.loads(x) for x in (tmp_path / "agent" / "agent_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["episodes"] >= 2  # 10-frame real episodes, 5 decisions each, reported by the library's Monitor

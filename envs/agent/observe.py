@@ -2,24 +2,23 @@
 encoded by that world's VAE into the same normalised latents, stacked, one decision every
 ``action_repeat`` frames (:class:`RealAgentEnv`, a Gymnasium env).
 
-The VAE is causal in time, so a latent depends on the frames just before it: each frame is encoded with
-the ``reach`` frames before it (or from the episode's start), which gives exactly the latents of a whole
-episode encoded at once — what the world was trained to generate.
+The VAE is causal in time, so a latent depends on the frames just before it: the frames stream through the
+encoder with a cache of its past inputs, which gives exactly the latents of a whole episode encoded at
+once — what the world was trained to generate.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections import deque
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from worldsim.data.latents import encoder_reach
+from worldsim.frames import to_model
 from worldsim.integrity import checksums_of
-from worldsim.training.dynamics_trainer import LatentEncoder
+from worldsim.models.causal_conv import StreamCache
 from worldsim.world import World
 
 from ..source import source_world
@@ -35,24 +34,29 @@ def world_vae_id(world: World) -> str:
 
 
 class LatentView:
-    """uint8 frames of one episode, one at a time -> the world's normalised latent of each: float32 (C, h, w)."""
+    """uint8 frames of one episode, one at a time -> the world's normalised latent of each: float32 (C, h, w).
+    The encoder streams (a cache of its causal convs' past inputs): one frame's work per frame, the same
+    latents as encoding the episode whole."""
 
     def __init__(self, world: World) -> None:
-        meta = {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}
-        self.encode = LatentEncoder(world.vae, meta, world.device)
-        self.reach = encoder_reach(world.vae)
-        self.frames: deque[np.ndarray] = deque(maxlen=self.reach + 1)
+        self.vae, self.device = world.vae, world.device
+        shape = (1, 1, -1, 1, 1)
+        self.mean, self.std = world.latent_mean.to(self.device).view(shape), world.latent_std.to(self.device).view(shape)
+        self.cache = StreamCache()
+        self.last: np.ndarray | None = None
 
     def reset(self) -> None:
-        self.frames.clear()
-
-    def add(self, frame: np.ndarray) -> None:
-        self.frames.append(np.asarray(frame))
+        self.cache, self.last = StreamCache(), None
 
     @torch.no_grad()
+    def add(self, frame: np.ndarray) -> None:
+        z = self.vae.encode(to_model(np.asarray(frame)[None, None], self.device), self.cache)
+        self.last = ((z - self.mean) / self.std)[0, -1].float().cpu().numpy()
+
     def latent(self) -> np.ndarray:
-        clip = torch.from_numpy(np.stack(self.frames)[None])
-        return self.encode(clip)[0, -1].float().cpu().numpy()
+        if self.last is None:
+            raise RuntimeError("no frame seen yet: add() one first")
+        return self.last
 
 
 class RealAgentEnv(gym.Env):

@@ -24,10 +24,11 @@ from worldsim.config import to_dict
 from worldsim.signals import signals_deferred
 from worldsim.training.log import log_row
 from worldsim.training.state import load_state, save_state
+from worldsim.world import load_world
 
 from ..world_core import WorldCore
 from .network import AgentConfig, AgentNet, save_agent
-from .observe import world_vae_id
+from .observe import RealAgentEnv, world_vae_id
 from .worlds import AgentWorlds, sb3_vec_env
 
 
@@ -59,8 +60,13 @@ class AgentTrainConfig:
     """Rollouts between saves of the resumable state and the agent file."""
     seed: int = 0
     progress: bool = True
+    env: str = "world"
+    """``world``: PPO inside the world (the point); ``real``: the same agent and PPO in the real game (the
+    baseline to compare with: ``worlds`` real envs, observed through the world's VAE as in evaluation)."""
 
     def validate(self) -> None:
+        if self.env not in ("world", "real"):
+            raise ValueError(f"agent.train.env must be world or real, got {self.env!r}")
         if min(self.worlds, self.timesteps, self.n_steps, self.batch_size, self.epochs, self.save_every) < 1:
             raise ValueError(f"agent.train sizes must be >= 1, got {self}")
         if self.worlds * self.n_steps < 2:
@@ -112,9 +118,12 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
     cfg.validate()
     folder = Path(run_dir) / "agent"
     folder.mkdir(parents=True, exist_ok=True)
-    core = WorldCore(cfg.worlds, world_path, device=str(device), dtype=cfg.dtype, observation="latents",
-                     window=cfg.window)
-    world = core.world
+    if cfg.env == "world":
+        core = WorldCore(cfg.worlds, world_path, device=str(device), dtype=cfg.dtype, observation="latents",
+                         window=cfg.window)
+        world = core.world
+    else:
+        core, world = None, load_world(world_path, device)
     out = Path(out) if out is not None else folder / f"{world.name}-agent.safetensors"
     state_path, log_path = folder / "state.safetensors", folder / "agent_log.jsonl"
     arch = {"net": to_dict(net_cfg), "world_vae": world_vae_id(world)}
@@ -122,11 +131,20 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
     start = 0
 
     def build(start_step: int):
-        worlds = AgentWorlds(core, net_cfg, cfg.max_frames, seed=int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0]))
-        env = sb3_vec_env(worlds)
+        run_seed = int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0]) % 2**31
+        if core is not None:
+            worlds = AgentWorlds(core, net_cfg, cfg.max_frames, seed=run_seed)
+            env = sb3_vec_env(worlds)
+        else:
+            from stable_baselines3.common.monitor import Monitor
+            from stable_baselines3.common.vec_env import DummyVecEnv
+
+            env = DummyVecEnv([lambda: Monitor(RealAgentEnv(world, net_cfg, cfg.max_frames))] * cfg.worlds)
+            env.seed(run_seed)
+            worlds = env.envs[0].unwrapped
         model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.epochs,
                     learning_rate=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                    ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=seed + start_step, device=str(device),
+                    ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=run_seed, device=str(device),
                     policy_kwargs=_policy_kwargs(net_cfg, worlds.latent_shape), verbose=0)
         model.set_logger(Logger(None, []))  # in memory only (the library's default makes a folder in /tmp)
         return model, worlds
@@ -147,7 +165,7 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
         net = agent_net(model.policy, net_cfg, worlds.latent_shape, n)
         return save_agent(out, net, world=meta_world, action_space=world.dit.action_space,
                           meta={"decisions": steps, "world_frames": steps * net_cfg.action_repeat,
-                                "train": to_dict(cfg)})
+                                "trained_in": cfg.env, "train": to_dict(cfg)})
 
     def save(steps: int) -> None:
         with signals_deferred("saving the agent"):
@@ -157,7 +175,7 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.timesteps, initial=min(start, cfg.timesteps), unit="decision", disable=not cfg.progress,
-               desc="agent in the world")
+               desc="agent in the world" if cfg.env == "world" else "agent in the real game")
 
     class Progress(BaseCallback):
         def __init__(self) -> None:

@@ -140,17 +140,20 @@ class Encoder(nn.Module):
         self.norm_out = FrameGroupNorm(g, ch[-1])
         self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, (1, 3))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, 3, H, W) -> posterior moments (B, T', 2C, h, w)."""
-        h = self.conv_in(x)
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        """x: (B, T, 3, H, W) -> posterior moments (B, T', 2C, h, w). With a cache (temporal factor 1 only),
+        frames stream in: the same moments as encoding the whole clip at once."""
+        if cache is not None and self.time_down is not None:
+            raise ValueError("streaming encode needs temporal_factor 1")
+        h = self.conv_in(x, cache)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
-                h = block(h)
+                h = block(h, cache)
             if i < len(self.down):
                 h = self.down[i](h)
         if self.time_down is not None:
             h = self.time_down(h)
-        h = self.mid(h)
+        h = self.mid(h, cache)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -201,15 +204,16 @@ class CausalVAE(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
 
-    def encode_moments(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames (B, T, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, T', C, h, w)."""
+    def encode_moments(self, frames: torch.Tensor, cache: StreamCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, T, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, T', C, h, w). ``cache``: stream a clip
+        in pieces (temporal factor 1), a fresh cache per clip."""
         self._check_frames(frames)
-        mean, logvar = self.encoder(frames).chunk(2, dim=2)
+        mean, logvar = self.encoder(frames, cache).chunk(2, dim=2)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
         """frames (B, T, 3, H, W) in [-1, 1] -> latents (B, T', C, h, w) (posterior means)."""
-        return self.encode_moments(frames)[0]
+        return self.encode_moments(frames, cache)[0]
 
     def decode(self, latents: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
         """latents (B, T', C, h, w) -> frames (B, T, 3, H, W), roughly in [-1, 1].
