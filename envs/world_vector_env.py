@@ -25,7 +25,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self, num_envs: int = 1, checkpoint: str | Path | None = None, world: str | None = None, device: str = "auto",
         sampling_steps: int | None = None, guidance: float | None = None, max_episode_steps: int | None = None,
         termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None,
-        observation: str = "frames",
+        observation: str = "frames", window: int | None = None,
     ) -> None:
         """As :class:`~envs.world_env.WorldModelEnv`, for ``num_envs`` worlds."""
         if render_mode not in (None, "rgb_array"):
@@ -33,7 +33,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if render_mode is not None and observation != "frames":
             raise ValueError("render_mode needs observation='frames' (with latents the frames are never decoded)")
         self.core = WorldCore(num_envs, checkpoint, world, device, sampling_steps, guidance, termination_threshold, compile, dtype,
-                              observation)
+                              observation, window)
         w = self.core.world
         self.num_envs, self.render_mode = num_envs, render_mode
         self.metadata = dict(self.metadata, render_fps=w.fps)

@@ -150,10 +150,11 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_interactive(world_path: Path, device: torch.device, steps: int | None, iters: int, warmup: int = 10,
-                      compile: bool = False, guidance: float | None = None) -> dict[str, float]:
+                      compile: bool = False, guidance: float | None = None, window: int | None = None) -> dict[str, float]:
     """One world, as play.py runs it: a step = sampling + cache commit + streaming decode + copy to the host."""
     world = load_world(world_path, device)
-    sampler = world.sampler.override(steps=steps or None, guidance=guidance)
+    sampler = world.sampler.override(steps=steps or None, guidance=guidance,
+                                     window=None if window is None else min(window, world.dit.cfg.window))
     sim = world.simulator(1, sampler, compile=compile)
     sim.prefill(world.context_frames[:1], world.context_actions[:1])
     a = torch.zeros(1, dtype=torch.long, device=device)
@@ -187,10 +188,12 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
             env.step(act)
         return n * k / (time.perf_counter() - t)
 
-    # The default env, then the settings an agent trainer uses: latent observations (no VAE decode), and those
-    # with a bfloat16 DiT (float32 attention on a CPU).
+    # The default env, then what an agent trainer turns on, one after another: latent observations (no VAE
+    # decode), a bfloat16 DiT (float32 attention on a CPU), an 8-frame attention window (stage=agent's default).
     variants = {"": {}, "latents_": {"observation": "latents"},
-                "latents_bf16_": {"observation": "latents", "dtype": "bfloat16"}}
+                "latents_bf16_": {"observation": "latents", "dtype": "bfloat16"},
+                "latents_bf16_w8_": {"observation": "latents", "dtype": "bfloat16",
+                                     "window": min(8, load_world(world_path).dit.cfg.window)}}
     for n in sizes:
         for name, kwargs in variants.items():
             env = gym.make_vec("worldsim/World-v0", num_envs=n, vectorization_mode="vector_entry_point",
@@ -368,6 +371,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["decode"] = bench_vae(vae, iters, warmup=5)
     if "interactive" in sections:
         result["interactive"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance)
+        result["interactive_window8"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance,
+                                                          window=8)
         if args.compile:
             result["interactive_compiled"] = bench_interactive(world_path, device, args.steps, iters, warmup=20, compile=True,
                                                                guidance=args.guidance)
