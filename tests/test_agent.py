@@ -161,6 +161,8 @@ def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_g
     report = json.loads((run / "agent_eval" / "report.json").read_text())
     assert set(report["baselines"]) == {"random", "driver"} and report["agent"]["episodes"] == 1
     assert len(report["agent"]["predicted_in_world"]["returns"]) == 1
+    check = report["agent"]["world_reward_on_real_episodes"]
+    assert check["episodes"] == 1 and check["frames"] == 20  # the world's reward head on the real episode
     assert (run / "agent_eval" / "returns.png").exists()
 
 

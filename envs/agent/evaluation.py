@@ -48,6 +48,8 @@ class AgentEvalConfig:
     """Episodes of the agent in its own world (predicted return); 0 skips."""
     max_frames: int | None = None
     """Frames per real episode (default: the world's source limit, 1000 for CarRacing)."""
+    reward_check_episodes: int = 4
+    """The world's reward head on this many of the agent's real episodes, against the real rewards."""
     out: str = "runs/agent_eval"
 
     def validate(self) -> None:
@@ -86,12 +88,15 @@ def _world_for(agent: Agent, world_file: str | Path | None, device) -> Any:
     raise ValueError(f"no world file for the agent {agent.path}: {last}; give it with agent.world=PATH")
 
 
-def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None, repeat: int) -> list[float]:
-    """Real returns of ``policy(obs, env) -> action`` on these track seeds."""
+def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None, repeat: int,
+              traces: int = 0) -> tuple[list[float], list[dict]]:
+    """Real returns of ``policy(obs, env) -> action`` on these track seeds, and the frames, actions and rewards
+    of the first ``traces`` episodes."""
     env = RealAgentEnv(world, agent_cfg, max_frames)
-    returns = []
+    returns, kept = [], []
     try:
-        for s in seeds:
+        for i, s in enumerate(seeds):
+            env.record = i < traces
             obs, _ = env.reset(seed=int(s))
             total, done = 0.0, False
             while not done:
@@ -99,9 +104,29 @@ def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None
                 total += r
                 done = term or trunc
             returns.append(total)
+            if env.record:
+                kept.append({k: np.asarray(v) for k, v in env.trace.items()})
     finally:
         env.close()
-    return returns
+    return returns, kept
+
+
+def reward_check(world, traces: list[dict]) -> dict[str, Any] | None:
+    """The world's reward head on the agent's real episodes (teacher-forced: real frames as its past): per-frame
+    correlation with the real reward, and predicted vs real return — is the world's reward what the agent
+    learned to chase?"""
+    if not traces:
+        return None
+    from ..evaluation import _teacher_forced_heads
+
+    pred, real = [], []
+    for t in traces:
+        p, _ = _teacher_forced_heads(world, t["frames"], t["actions"])
+        pred.append(p[1:])
+        real.append(t["rewards"][1:].astype(np.float32))
+    p, r = np.concatenate(pred), np.concatenate(real)
+    return {"episodes": len(traces), "frames": len(p), "per_frame_correlation": float(np.corrcoef(p, r)[0, 1]),
+            "predicted_return": float(np.mean([x.sum() for x in pred])), "real_return": float(np.mean([x.sum() for x in real]))}
 
 
 def play_driver(world, seeds: list[int], max_frames: int | None) -> list[float]:
@@ -164,7 +189,10 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
                               "action_repeat": repeat, "deterministic": cfg.deterministic,
                               "agent_decisions_in_world": agent.meta.get("decisions"),
                               "agent_world_frames": agent.meta.get("world_frames")}
-    report["agent"] = _summary(play_real(agent_policy(agent), world, agent.cfg, seeds, cfg.max_frames, repeat))
+    returns, traces = play_real(agent_policy(agent), world, agent.cfg, seeds, cfg.max_frames, repeat,
+                                cfg.reward_check_episodes)
+    report["agent"] = _summary(returns)
+    report["agent"]["world_reward_on_real_episodes"] = reward_check(world, traces)
     if cfg.world_episodes:
         pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device)
         report["agent"]["predicted_in_world"] = _summary(pred)
@@ -172,14 +200,14 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     n = int(world.action_space.n)
     if "random" in cfg.baselines:
         baselines["random"] = _summary(play_real(lambda obs, env: int(rng.integers(n)), world, agent.cfg, seeds,
-                                                 cfg.max_frames, repeat))
+                                                 cfg.max_frames, repeat)[0])
     if "driver" in cfg.baselines and world.source.get("kind") == "carracing":
         baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames), privileged=True)
     for other in cfg.compare:
         a = load_agent(other, device)
         w2, _ = _world_for(a, None, device)
         baselines[Path(other).stem] = _summary(play_real(agent_policy(a), w2, a.cfg, seeds, cfg.max_frames,
-                                                         a.cfg.action_repeat), file=str(other),
+                                                         a.cfg.action_repeat)[0], file=str(other),
                                                decisions=a.meta.get("decisions"), trained_in=a.meta.get("trained_in", "world"))
     report["baselines"] = baselines
     report["seconds"] = time.perf_counter() - started

@@ -78,10 +78,14 @@ class RealAgentEnv(gym.Env):
         self.action_space = self.env.action_space
         self.obs = np.zeros((1, *self.observation_space.shape), np.float32)
         self.frame: np.ndarray | None = None
+        self.record = False
+        """When True, every frame of the episode, its action and reward are kept in ``trace``."""
+        self.trace: dict[str, list] = {"frames": [], "actions": [], "rewards": []}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         frame, info = self.env.reset(seed=seed, options=options)
+        self.trace = {"frames": [frame], "actions": [0], "rewards": [0.0]} if self.record else self.trace
         self.view.reset()
         self.view.add(frame)
         self.frame = frame
@@ -92,6 +96,10 @@ class RealAgentEnv(gym.Env):
         total, terminated, truncated, info = 0.0, False, False, {}
         for _ in range(self.cfg.action_repeat):
             frame, reward, terminated, truncated, info = self.env.step(action)
+            if self.record:
+                self.trace["frames"].append(frame)
+                self.trace["actions"].append(int(action))
+                self.trace["rewards"].append(float(reward))
             self.view.add(frame)
             self.frame = frame
             total += float(reward)
