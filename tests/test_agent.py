@@ -197,3 +197,31 @@ def test_the_same_ppo_trains_in_the_real_game_as_a_baseline(tiny_world, tmp_path
     assert agent.meta["trained_in"] == "real" and agent.meta["decisions"] == 16
     rows = [json.loads(x) for x in (tmp_path / "agent" / "agent_log.jsonl").read_text().splitlines()]
     assert rows[-1]["episodes"] >= 2  # 10-frame real episodes, 5 decisions each, reported by the library's Monitor
+
+
+def test_a_killed_agent_run_saves_and_resumes(tiny_world, tmp_path):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, str(ROOT / "train.py"), "stage=agent", f"agent.world={tiny_world}", f"run_dir={run}",
+            "agent.train.worlds=2", "agent.train.n_steps=4", "agent.train.batch_size=8", "agent.train.epochs=1",
+            "agent.train.window=null", "agent.train.save_every=1000", "agent.train.progress=false",
+            "agent.train.timesteps=100000", "agent.net.action_repeat=1"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = run / "agent" / "agent_log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 2) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "saved the agent at" in out and "run the same command again to resume" in out
+    from envs.agent.network import load_agent
+
+    saved = load_agent(run / "agent" / "tiny-agent.safetensors").meta["decisions"]
+    assert saved >= 16  # two rollouts of 2 worlds x 4, though save_every was never reached
+    again = _run([a for a in args[2:] if "timesteps" not in a] + [f"agent.train.timesteps={saved + 8}"], tmp_path)
+    assert again.returncode == 0 and f"resuming the agent from {saved} decisions" in again.stdout, again.stderr[-2000:]
