@@ -163,7 +163,8 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
 
         net_cfg = from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net")
         train_cfg = from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train")
-        out = train_agent(_agent_world(cfg, world), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device)
+        out = train_agent(_agent_world(cfg, world), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device,
+                          cfg.data_dir)
         print(f"wrote {out}: score it in the real game with `python train.py world={world.name} stage=agent_eval "
               f"agent_eval.agent={out}`")
     elif stage == "agent_eval":

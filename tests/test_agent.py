@@ -141,7 +141,8 @@ def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_g
     run = tmp_path / "run"
     common = [f"agent.world={tiny_world}", f"run_dir={run}", "agent.train.worlds=4", "agent.train.n_steps=4",
               "agent.train.batch_size=8", "agent.train.epochs=1", "agent.train.window=null", "agent.train.save_every=1",
-              "agent.train.max_frames=12", "agent.train.progress=false", "agent.net.action_repeat=2"]
+              "agent.train.max_frames=12", "agent.train.progress=false", "agent.net.action_repeat=2",
+              "agent.train.starts=contexts"]
     first = _run(["stage=agent", "agent.train.timesteps=32", *common], tmp_path)  # two rollouts of 4 worlds x 4
     assert first.returncode == 0, first.stderr[-2000:]
     agent = run / "agent" / "tiny-agent.safetensors"
@@ -208,7 +209,7 @@ def test_a_killed_agent_run_saves_and_resumes(tiny_world, tmp_path):
     args = [sys.executable, str(ROOT / "train.py"), "stage=agent", f"agent.world={tiny_world}", f"run_dir={run}",
             "agent.train.worlds=2", "agent.train.n_steps=4", "agent.train.batch_size=8", "agent.train.epochs=1",
             "agent.train.window=null", "agent.train.save_every=1000", "agent.train.progress=false",
-            "agent.train.timesteps=100000", "agent.net.action_repeat=1"]
+            "agent.train.timesteps=100000", "agent.net.action_repeat=1", "agent.train.starts=contexts"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = run / "agent" / "agent_log.jsonl"
@@ -225,3 +226,28 @@ def test_a_killed_agent_run_saves_and_resumes(tiny_world, tmp_path):
     assert saved >= 16  # two rollouts of 2 worlds x 4, though save_every was never reached
     again = _run([a for a in args[2:] if "timesteps" not in a] + [f"agent.train.timesteps={saved + 8}"], tmp_path)
     assert again.returncode == 0 and f"resuming the agent from {saved} decisions" in again.stdout, again.stderr[-2000:]
+
+
+def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carracing_data):
+    from envs.agent.network import AgentConfig
+    from envs.agent.starts import data_starts
+    from envs.agent.worlds import AgentWorlds
+    from envs.world_core import WorldCore
+    from worldsim.data.dataset import EpisodeDataset
+    from worldsim.training.dynamics_trainer import LatentEncoder
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    frames, actions = data_starts(world, carracing_data, episodes=2, context=4, every=5, skip=2)
+    ep = EpisodeDataset(carracing_data).episode(0)
+    assert frames.shape[1:] == (4, 64, 64, 3) and len(frames) == len(actions) >= 2
+    np.testing.assert_array_equal(frames[0], ep.frames[2:6])  # clip 0 = frames 2..5 of the first episode
+    np.testing.assert_array_equal(actions[1], ep.actions[7:11])
+    # every world starts from one of the clips: with one clip, all observe its last frame's latent
+    core = WorldCore(3, tiny_world, observation="latents")
+    worlds = AgentWorlds(core, AgentConfig(), max_frames=8, starts=(frames[:1], actions[:1]))
+    obs = worlds.reset()
+    meta = {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}
+    z = LatentEncoder(world.vae, meta, "cpu")(torch.from_numpy(frames[:1]))[0, -1].numpy()
+    for i in range(3):
+        np.testing.assert_allclose(obs[i, :4], z, atol=1e-5)

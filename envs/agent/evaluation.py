@@ -154,12 +154,14 @@ def play_driver(world, seeds: list[int], max_frames: int | None) -> list[float]:
 
 
 def predicted_in_world(agent: Agent, world_file: Path, episodes: int, seed: int, deterministic: bool,
-                       device) -> list[float]:
-    """The agent in its world, ``episodes`` worlds at once: the return the world predicts for each."""
+                       device, agent_frames: int | None = None) -> list[float]:
+    """The agent in its world, ``episodes`` worlds at once, whole episodes (``agent_frames``, default the real
+    game's limit) from the world's start contexts: the return the world predicts for each."""
     train = agent.meta.get("train", {})
     core = WorldCore(episodes, world_file, device=str(device), dtype=train.get("dtype", "auto"), observation="latents",
                      window=train.get("window"))
-    worlds = AgentWorlds(core, agent.cfg, int(train.get("max_frames", 1000)), seed=seed)
+    frames = int(agent_frames or core.world.source.get("max_episode_steps") or 1000)
+    worlds = AgentWorlds(core, agent.cfg, frames, seed=seed)  # from the world's start contexts, like a real episode
     obs = worlds.reset()
     rng = None if deterministic else np.random.default_rng(seed)
     returns: list[float | None] = [None] * episodes
@@ -194,7 +196,7 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     report["agent"] = _summary(returns)
     report["agent"]["world_reward_on_real_episodes"] = reward_check(world, traces)
     if cfg.world_episodes:
-        pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device)
+        pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device, cfg.max_frames)
         report["agent"]["predicted_in_world"] = _summary(pred)
     baselines: dict[str, Any] = {}
     n = int(world.action_space.n)

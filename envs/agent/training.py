@@ -29,6 +29,7 @@ from worldsim.world import load_world
 from ..world_core import WorldCore
 from .network import AgentConfig, AgentNet, save_agent
 from .observe import RealAgentEnv, world_vae_id
+from .starts import data_starts
 from .worlds import AgentWorlds, sb3_vec_env
 
 
@@ -50,8 +51,15 @@ class AgentTrainConfig:
     clip_range: float = 0.2
     ent_coef: float = 0.01
     vf_coef: float = 0.5
-    max_frames: int = 1000
-    """World frames per episode (the real game's limit)."""
+    max_frames: int = 200
+    """World frames per imagined episode (the horizon: short, from real starts; the real game's limit is 1000;
+    the value of what lies beyond is bootstrapped)."""
+    starts: str = "data"
+    """Where imagined episodes start: ``data`` (real clips of the world's training data: envs/agent/starts.py)
+    or ``contexts`` (the world file's own few start contexts)."""
+    start_episodes: int = 16
+    """Data episodes the start clips are cut from (one clip every ``start_every`` frames)."""
+    start_every: int = 25
     dtype: str = "bfloat16"
     """The world's DiT dtype (on a CPU its attention stays float32): bf16 matched fp32 fidelity (BENCHMARKS.md)."""
     window: int | None = None
@@ -65,6 +73,8 @@ class AgentTrainConfig:
     baseline to compare with: ``worlds`` real envs, observed through the world's VAE as in evaluation)."""
 
     def validate(self) -> None:
+        if self.starts not in ("data", "contexts"):
+            raise ValueError(f"agent.train.starts must be data or contexts, got {self.starts!r}")
         if self.env not in ("world", "real"):
             raise ValueError(f"agent.train.env must be world or real, got {self.env!r}")
         if min(self.worlds, self.timesteps, self.n_steps, self.batch_size, self.epochs, self.save_every) < 1:
@@ -105,9 +115,11 @@ def _modules(policy) -> dict:
 
 
 def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainConfig, run_dir: str | Path,
-                out: str | Path | None = None, device: torch.device | str = "cpu") -> Path:
+                out: str | Path | None = None, device: torch.device | str = "cpu",
+                data_dir: str | Path | None = None) -> Path:
     """Train (or resume) PPO in ``world_path``'s world; writes the agent file (default
-    ``run_dir/agent/<world>-agent.safetensors``) and returns its path."""
+    ``run_dir/agent/<world>-agent.safetensors``) and returns its path. ``data_dir``: the world's dataset, where
+    start clips are cut from (``starts=data``; without it the data policy is replayed on the data's tracks)."""
     try:
         from stable_baselines3 import PPO
         from stable_baselines3.common.callbacks import BaseCallback
@@ -129,11 +141,16 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
     arch = {"net": to_dict(net_cfg), "world_vae": world_vae_id(world)}
     seed = cfg.seed
     start = 0
+    starts = None
+    if cfg.env == "world" and cfg.starts == "data":
+        print(f"cutting start clips from {cfg.start_episodes} data episodes", flush=True)
+        starts = data_starts(world, data_dir, cfg.start_episodes, min(8, world.dit.cfg.window), cfg.start_every)
+        print(f"{len(starts[0])} start clips", flush=True)
 
     def build(start_step: int):
         run_seed = int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0]) % 2**31
         if core is not None:
-            worlds = AgentWorlds(core, net_cfg, cfg.max_frames, seed=run_seed)
+            worlds = AgentWorlds(core, net_cfg, cfg.max_frames, seed=run_seed, starts=starts)
             env = sb3_vec_env(worlds)
         else:
             from stable_baselines3.common.monitor import Monitor

@@ -33,7 +33,10 @@ def push(obs: np.ndarray, latents: np.ndarray, c: int) -> None:
 class AgentWorlds:
     """N worlds of one world file, stepped together, as the agent sees them."""
 
-    def __init__(self, core: WorldCore, cfg: AgentConfig, max_frames: int = 1000, seed: int = 0) -> None:
+    def __init__(self, core: WorldCore, cfg: AgentConfig, max_frames: int = 1000, seed: int = 0,
+                 starts: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """``starts``: clips (frames uint8 (N, T, H, W, 3), actions (N, T)) each episode starts from one of, at
+        random (:func:`envs.agent.starts.data_starts`); None = the world file's own start contexts."""
         if core.observation != "latents":
             raise ValueError("agent worlds need a WorldCore with observation='latents'")
         if not hasattr(core.action_space, "n"):
@@ -49,6 +52,9 @@ class AgentWorlds:
         self.frames = np.zeros(self.n, np.int64)
         self.returns = np.zeros(self.n, np.float64)
         self.started = False
+        self.starts = starts
+        if starts is not None and (len(starts[0]) != len(starts[1]) or not len(starts[0])):
+            raise ValueError("starts must be non-empty frames (N, T, H, W, 3) and actions (N, T) of the same N")
 
     def seed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -58,7 +64,11 @@ class AgentWorlds:
         """(Re)start ``worlds`` (indices; None = all) from random start contexts -> observations of all (N, ...)."""
         idx = np.arange(self.n) if worlds is None else np.asarray(worlds)
         if len(idx):
-            contexts = [self.core.context(self.rng, None)[:2] for _ in idx]
+            if self.starts is None:
+                contexts = [self.core.context(self.rng, None)[:2] for _ in idx]
+            else:
+                pick = self.rng.integers(len(self.starts[0]), size=len(idx))
+                contexts = [(self.starts[0][j], self.starts[1][j]) for j in pick]
             self.core.start(idx, contexts)
             z = self.core.latents(idx)
             self.obs[idx] = np.tile(z, (1, self.cfg.stack, 1, 1))
