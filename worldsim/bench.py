@@ -150,9 +150,10 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_interactive(world_path: Path, device: torch.device, steps: int | None, iters: int, warmup: int = 10,
-                      compile: bool = False, guidance: float | None = None, window: int | None = None) -> dict[str, float]:
+                      compile: bool = False, guidance: float | None = None, window: int | None = None,
+                      dtype: torch.dtype = torch.float32) -> dict[str, float]:
     """One world, as play.py runs it: a step = sampling + cache commit + streaming decode + copy to the host."""
-    world = load_world(world_path, device)
+    world = load_world(world_path, device, dtype)
     sampler = world.sampler.override(steps=steps or None, guidance=guidance,
                                      window=None if window is None else min(window, world.dit.cfg.window))
     sim = world.simulator(1, sampler, compile=compile)
@@ -373,6 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["interactive"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance)
         result["interactive_window8"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance,
                                                           window=8)
+        result["interactive_window8_bf16"] = bench_interactive(world_path, device, args.steps, iters,
+                                                               guidance=args.guidance, window=8, dtype=torch.bfloat16)
         if args.compile:
             result["interactive_compiled"] = bench_interactive(world_path, device, args.steps, iters, warmup=20, compile=True,
                                                                guidance=args.guidance)
