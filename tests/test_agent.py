@@ -251,3 +251,17 @@ def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carraci
     z = LatentEncoder(world.vae, meta, "cpu")(torch.from_numpy(frames[:1]))[0, -1].numpy()
     for i in range(3):
         np.testing.assert_allclose(obs[i, :4], z, atol=1e-5)
+
+
+def test_the_shipped_agent_sees_through_the_shipped_worlds_vae():
+    from envs.agent.evaluation import _world_for
+    from envs.agent.network import load_agent
+    from worldsim.registration import checkpoints_dir, known_worlds
+
+    path = checkpoints_dir() / "carracing-agent.safetensors"
+    assert path.stat().st_size <= 4 * 2**20
+    agent = load_agent(path)
+    world, world_file = _world_for(agent, None, "cpu")
+    assert world_file == checkpoints_dir() / "carracing.safetensors"
+    assert agent.meta["trained_in"] == "world" and agent.cfg.action_repeat == 4
+    assert "carracing-agent" not in known_worlds()  # an agent file is not a world

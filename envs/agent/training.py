@@ -231,6 +231,7 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             model.learn(total_timesteps=remaining, callback=Progress(), reset_num_timesteps=False, progress_bar=False)
     except KeyboardInterrupt:
         save(model.num_timesteps)
+        _plot(log_path, folder / "returns.png")
         print(f"saved the agent at {model.num_timesteps} decisions ({state_path}); run again to resume", flush=True)
         raise
     finally:
