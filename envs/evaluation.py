@@ -70,6 +70,8 @@ class EvalConfig:
     """Override the world's action guidance scale (likewise)."""
     start_level: float | None = None
     """Override the level the sampler noises the previous frame to as its start (1: pure noise; likewise)."""
+    window: int | None = None
+    """Override the frames each new frame attends to (at most the trained window; likewise)."""
     second_driver: str | None = "pursuit"
     """A driver that did not collect the training data (a world.policy name): fidelity and realism are measured
     under it too, on other held-out tracks. None (or a world whose env it cannot drive) skips it."""
@@ -301,7 +303,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     world = load_world(checkpoint, resolve_device(cfg.device))
     world.sampler = world.sampler.override(steps=cfg.sampling_steps or None, guidance=cfg.guidance,
-                                           start_level=cfg.start_level)
+                                           start_level=cfg.start_level, window=cfg.window)
     horizon = max(cfg.horizons)
     c = cfg.context
     if c > world.dit.cfg.window:

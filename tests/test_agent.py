@@ -256,12 +256,15 @@ def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carraci
 def test_the_shipped_agent_sees_through_the_shipped_worlds_vae():
     from envs.agent.evaluation import _world_for
     from envs.agent.network import load_agent
+    from envs.agent.observe import world_vae_id
     from worldsim.registration import checkpoints_dir, known_worlds
 
     path = checkpoints_dir() / "carracing-agent.safetensors"
     assert path.stat().st_size <= 4 * 2**20
     agent = load_agent(path)
-    world, world_file = _world_for(agent, None, "cpu")
-    assert world_file == checkpoints_dir() / "carracing.safetensors"
+    world, _ = _world_for(agent, None, "cpu")  # the file it trained in if present, else the shipped world by name
+    assert world.name == "carracing" and world_vae_id(world) == agent.world["vae_id"]
+    shipped, _ = _world_for(agent, checkpoints_dir() / "carracing.safetensors", "cpu")  # named: checked, accepted
+    assert world_vae_id(shipped) == agent.world["vae_id"]
     assert agent.meta["trained_in"] == "world" and agent.cfg.action_repeat == 4
     assert "carracing-agent" not in known_worlds()  # an agent file is not a world

@@ -73,6 +73,7 @@ from envs.recording import RecordEpisodes
 from envs.source import SourceWorld, WorldConfig
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # likewise (a test run under nohup inherits SIGHUP ignored)
 world = SourceWorld(WorldConfig(max_episode_steps=1000))
 env = world.make_env()
 env = RecordEpisodes(env, {out!r}, source=world.describe(env))

@@ -89,10 +89,10 @@ def _world_for(agent: Agent, world_file: str | Path | None, device) -> Any:
 
 
 def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None, repeat: int,
-              traces: int = 0) -> tuple[list[float], list[dict]]:
+              traces: int = 0, observe: bool = True) -> tuple[list[float], list[dict]]:
     """Real returns of ``policy(obs, env) -> action`` on these track seeds, and the frames, actions and rewards
-    of the first ``traces`` episodes."""
-    env = RealAgentEnv(world, agent_cfg, max_frames)
+    of the first ``traces`` episodes. ``observe=False``: the policy does not look (no encoding)."""
+    env = RealAgentEnv(world, agent_cfg, max_frames, observe)
     returns, kept = [], []
     try:
         for i, s in enumerate(seeds):
@@ -202,7 +202,7 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     n = int(world.action_space.n)
     if "random" in cfg.baselines:
         baselines["random"] = _summary(play_real(lambda obs, env: int(rng.integers(n)), world, agent.cfg, seeds,
-                                                 cfg.max_frames, repeat)[0])
+                                                 cfg.max_frames, repeat, observe=False)[0])
     if "driver" in cfg.baselines and world.source.get("kind") == "carracing":
         baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames), privileged=True)
     for other in cfg.compare:

@@ -65,12 +65,13 @@ class RealAgentEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, world: World, cfg: AgentConfig, max_frames: int | None = None) -> None:
+    def __init__(self, world: World, cfg: AgentConfig, max_frames: int | None = None, observe: bool = True) -> None:
+        """``observe=False`` skips the encoder (observations stay zero): for policies that do not look."""
         source = dict(world.source)
         if max_frames is not None:
             source["max_episode_steps"] = int(max_frames)
         self.env = source_world(source).make_env()
-        self.cfg, self.view = cfg, LatentView(world)
+        self.cfg, self.view, self.observe = cfg, LatentView(world), observe
         c = world.vae.cfg.latent_channels
         s = world.dit.cfg.latent_size
         self.latent_shape, self.c = (c, s, s), c
@@ -87,9 +88,10 @@ class RealAgentEnv(gym.Env):
         frame, info = self.env.reset(seed=seed, options=options)
         self.trace = {"frames": [frame], "actions": [0], "rewards": [0.0]} if self.record else self.trace
         self.view.reset()
-        self.view.add(frame)
         self.frame = frame
-        self.obs[0] = np.tile(self.view.latent(), (self.cfg.stack, 1, 1))
+        if self.observe:
+            self.view.add(frame)
+            self.obs[0] = np.tile(self.view.latent(), (self.cfg.stack, 1, 1))
         return self.obs[0].copy(), info
 
     def step(self, action):
@@ -100,12 +102,14 @@ class RealAgentEnv(gym.Env):
                 self.trace["frames"].append(frame)
                 self.trace["actions"].append(int(action))
                 self.trace["rewards"].append(float(reward))
-            self.view.add(frame)
+            if self.observe:
+                self.view.add(frame)
             self.frame = frame
             total += float(reward)
             if terminated or truncated:
                 break
-        push(self.obs, self.view.latent()[None], self.c)
+        if self.observe:
+            push(self.obs, self.view.latent()[None], self.c)
         return self.obs[0].copy(), total, terminated, truncated, info
 
     def close(self) -> None:
