@@ -16,9 +16,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from worldsim.frames import to_model
 from worldsim.integrity import checksums_of
 from worldsim.models.causal_conv import StreamCache
+from worldsim.training.dynamics_trainer import LatentEncoder
 from worldsim.world import World
 
 from ..source import source_world
@@ -39,9 +39,8 @@ class LatentView:
     latents as encoding the episode whole."""
 
     def __init__(self, world: World) -> None:
-        self.vae, self.device = world.vae, world.device
-        shape = (1, 1, -1, 1, 1)
-        self.mean, self.std = world.latent_mean.to(self.device).view(shape), world.latent_std.to(self.device).view(shape)
+        meta = {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}
+        self.encode = LatentEncoder(world.vae, meta, world.device)
         self.cache = StreamCache()
         self.last: np.ndarray | None = None
 
@@ -50,8 +49,8 @@ class LatentView:
 
     @torch.no_grad()
     def add(self, frame: np.ndarray) -> None:
-        z = self.vae.encode(to_model(np.asarray(frame)[None, None], self.device), self.cache)
-        self.last = ((z - self.mean) / self.std)[0, -1].float().cpu().numpy()
+        z = self.encode(torch.from_numpy(np.asarray(frame)[None, None]), self.cache)
+        self.last = z[0, -1].float().cpu().numpy()
 
     def latent(self) -> np.ndarray:
         if self.last is None:

@@ -12,7 +12,6 @@ Run folder ``run_dir/agent/``: ``state.safetensors`` (network + optimizer + step
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldsim.checkpoint import read_checkpoint
 from worldsim.config import to_dict
 from worldsim.signals import signals_deferred
 from worldsim.training.log import log_row
+from worldsim.training.plot import plot_log
 from worldsim.training.state import load_state, save_state
 from worldsim.world import load_world
 
@@ -166,14 +167,13 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
         model.set_logger(Logger(None, []))  # in memory only (the library's default makes a folder in /tmp)
         return model, worlds
 
-    model, worlds = build(0)
     if state_path.exists():
-        start = load_state(state_path, _modules(model.policy), model.policy.optimizer, arch)
-        if start:
-            model, worlds = build(start)  # fresh worlds and library RNG for the remaining steps
-            load_state(state_path, _modules(model.policy), model.policy.optimizer, arch)
-            model.num_timesteps = start
-            print(f"resuming the agent from {start} decisions ({state_path})", flush=True)
+        start = int(read_checkpoint(state_path, "training-state")[0]["step"])
+    model, worlds = build(start)  # on resume: fresh worlds and library RNG for the remaining steps
+    if state_path.exists():
+        load_state(state_path, _modules(model.policy), model.policy.optimizer, arch)
+        model.num_timesteps = start
+        print(f"resuming the agent from {start} decisions ({state_path})", flush=True)
     n = int(worlds.action_space.n)
     meta_world = {"name": world.name, "vae_id": arch["world_vae"], "source": world.source,
                   "file": str(Path(world_path))}
@@ -241,23 +241,10 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
     return out
 
 
+
 def _plot(log: Path, png: Path) -> None:
-    rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
-    pts = [(r["world_frames"], r["predicted_return"]) for r in rows if r.get("predicted_return") is not None]
-    if not pts:
-        return
+    """The return the world predicted, per rollout (worldsim.training.plot); nothing when there is none yet."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts])
-    ax.set_xlabel("world frames")
-    ax.set_ylabel("predicted return (last 50 episodes)")
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-
+        plot_log(log, png, ["predicted_return"])
+    except (ValueError, FileNotFoundError, ImportError):
+        pass

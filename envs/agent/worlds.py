@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from worldsim.spaces import check_actions
+
 from ..world_core import WorldCore
 from .network import AgentConfig
 
@@ -83,10 +85,11 @@ class AgentWorlds:
         predicted return and length (frames) are ``infos[i]["episode"]``."""
         if not self.started:
             raise gym.error.ResetNeeded("call reset() before step()")
+        actions = check_actions(self.action_space, actions, self.n)  # once per decision, not per frame
         total = np.zeros(self.n, np.float32)
         ended = np.zeros(self.n, bool)
         for _ in range(self.cfg.action_repeat):
-            _, rewards, terminated, _ = self.core.step(actions)
+            _, rewards, terminated, _ = self.core.step(actions, checked=True)
             total += np.where(ended, 0.0, rewards)
             self.frames += ~ended
             ended |= terminated

@@ -18,6 +18,7 @@ from ..data.latents import LatentStore, ensure_latents, vae_file_id
 from ..diffusion.flow import add_noise, sample_levels, velocity
 from ..engine.simulator import SamplerConfig, Simulator
 from ..frames import to_model
+from ..models.causal_conv import StreamCache
 from ..models.dit import DiT, DiTConfig
 from ..models.vae import CausalVAE, load_vae, save_vae
 from ..world import WORLD_KIND, load_world
@@ -164,9 +165,9 @@ class LatentEncoder:
         self.std = torch.tensor(meta.get("latent_std", [1.0] * c), device=device)
 
     @torch.no_grad()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames uint8 (B, T, H, W, 3) -> (B, T, C, h, w)."""
-        z = self.vae.encode(to_model(frames, self.mean.device))
+    def __call__(self, frames: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        """frames uint8 (B, T, H, W, 3) -> (B, T, C, h, w); ``cache`` streams a clip in pieces."""
+        z = self.vae.encode(to_model(frames, self.mean.device), cache)
         return (z - self.mean.view(1, 1, -1, 1, 1)) / self.std.view(1, 1, -1, 1, 1)
 
 
