@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldsim.device import resolve_device
+from worldsim.device import resolve_device, resolve_dtype
 from worldsim.frames import to_model, to_uint8
 from worldsim.inverse_dynamics import accuracy, train_inverse_dynamics, transitions
 from worldsim.metrics import (
@@ -72,6 +72,9 @@ class EvalConfig:
     """Override the level the sampler noises the previous frame to as its start (1: pure noise; likewise)."""
     window: int | None = None
     """Override the frames each new frame attends to (at most the trained window; likewise)."""
+    dtype: str = "auto"
+    """The DiT's dtype, as the env picks it: auto (bfloat16 on a GPU or a CPU with native bf16, else float32),
+    float32 or bfloat16."""
     second_driver: str | None = "pursuit"
     """A driver that did not collect the training data (a world.policy name): fidelity and realism are measured
     under it too, on other held-out tracks. None (or a world whose env it cannot drive) skips it."""
@@ -301,7 +304,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    world = load_world(checkpoint, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    world = load_world(checkpoint, device, resolve_dtype(cfg.dtype, device))
     world.sampler = world.sampler.override(steps=cfg.sampling_steps or None, guidance=cfg.guidance,
                                            start_level=cfg.start_level, window=cfg.window)
     horizon = max(cfg.horizons)
@@ -387,7 +391,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     h16 = fidelity.get("16")
     report = {
         "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
-        "sampler": asdict(world.sampler), "device": str(world.device),
+        "sampler": asdict(world.sampler), "device": str(world.device), "dtype": str(next(world.dit.parameters()).dtype).removeprefix("torch."),
         "fidelity_by_horizon": fidelity,
         "realism": looks,
         "second_driver": other,

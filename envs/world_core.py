@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from worldsim.device import resolve_device
+from worldsim.device import resolve_device, resolve_dtype
 from worldsim.frames import check_frames, resize_frames
 from worldsim.spaces import action_array_spec, check_actions, null_action
 from worldsim.world import World, load_world, world_path
@@ -54,12 +54,10 @@ class WorldCore:
         if not 0.0 < termination_threshold <= 1.0:
             raise ValueError(f"termination_threshold must be in (0, 1], got {termination_threshold}")
         self.device = resolve_device(device)
-        dtypes = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
-                  "float32": torch.float32, "bfloat16": torch.bfloat16}
-        if dtype not in dtypes:
-            raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
-        # The DiT and its KV cache run in this dtype (bf16 on GPUs); the VAE stays float32.
-        self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device, dtypes[dtype])
+        self.dtype = resolve_dtype(dtype, self.device)
+        # The DiT runs in this dtype (auto: bf16 on GPUs and on CPUs with native bf16, where the simulator keeps
+        # attention and the KV cache float32); the VAE stays float32.
+        self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device, self.dtype)
         if sampling_steps is not None and not 1 <= sampling_steps <= 8:
             raise ValueError(f"sampling_steps must be 1..8, got {sampling_steps}")
         sampler = self.world.sampler.override(steps=None if sampling_steps is None else int(sampling_steps),

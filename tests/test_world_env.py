@@ -260,3 +260,20 @@ def test_gymnasium_play_runs_the_world(tiny_world):
     play(env, fps=1000, zoom=2, callback=callback)  # returns once the posted quit event is read
     assert taken[-1] == 1 and set(taken) <= {0, 1}  # the keymap's left key (action 1) drove the world
     assert not np.array_equal(*frames[-1])
+
+
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_multiplies_it(tiny_world, monkeypatch):
+    import torch
+
+    import worldsim.device as dev
+    from envs.world_core import WorldCore
+
+    def dit_dtype(**kw):
+        return next(WorldCore(1, tiny_world, device="cpu", **kw).world.dit.parameters()).dtype
+
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: True)
+    assert dit_dtype() == torch.bfloat16 and dit_dtype(dtype="float32") == torch.float32
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: False)  # emulated bf16 would be slower: float32
+    assert dit_dtype() == torch.float32 and dit_dtype(dtype="bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        dit_dtype(dtype="half")

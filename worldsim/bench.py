@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .device import default_dtype
 from .engine.kv_cache import KVCache
 from .models.causal_conv import StreamCache
 from .models.dit import DiT, DiTConfig
@@ -152,7 +153,8 @@ def _sync(device: torch.device) -> None:
 def bench_interactive(world_path: Path, device: torch.device, steps: int | None, iters: int, warmup: int = 10,
                       compile: bool = False, guidance: float | None = None, window: int | None = None,
                       dtype: torch.dtype = torch.float32) -> dict[str, float]:
-    """One world, as play.py runs it: a step = sampling + cache commit + streaming decode + copy to the host."""
+    """One world, as play.py runs it: a step = sampling + cache commit + streaming decode + copy to the host.
+    ``window``: None = the world's stored sampler window; ``dtype``: the DiT's (play.py: dtype auto)."""
     world = load_world(world_path, device, dtype)
     sampler = world.sampler.override(steps=steps or None, guidance=guidance,
                                      window=None if window is None else min(window, world.dit.cfg.window))
@@ -168,6 +170,7 @@ def bench_interactive(world_path: Path, device: torch.device, steps: int | None,
             times.append(time.perf_counter() - t)
     p = _percentiles(times)
     return {**p, "fps": 1e3 / p["p50_ms"], "sampling_steps": sampler.steps, "guidance": sampler.guidance, "compiled": compile,
+            "window": sim.window, "dtype": str(dtype).removeprefix("torch."),
             "dit_params_M": sum(x.numel() for x in world.dit.parameters()) / 1e6}
 
 
@@ -371,17 +374,24 @@ def main(argv: list[str] | None = None) -> dict:
         vae = load_world(world_path).vae if args.world else CausalVAE(vae_cfg).eval()
         result["decode"] = bench_vae(vae, iters, warmup=5)
     if "interactive" in sections:
-        result["interactive"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance)
-        result["interactive_window8"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance,
-                                                          window=8)
-        result["interactive_window8_bf16"] = bench_interactive(world_path, device, args.steps, iters,
-                                                               guidance=args.guidance, window=8, dtype=torch.bfloat16)
+        # As play.py and the env run it (the world's stored sampler, dtype auto), then in float32, then in float32
+        # attending to the whole trained window (the shipped world's default before its window became 8).
+        played = default_dtype(device)
+        result["interactive"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance,
+                                                  dtype=played)
+        if played != torch.float32:
+            result["interactive_float32"] = bench_interactive(world_path, device, args.steps, iters,
+                                                              guidance=args.guidance)
+        if result["interactive"]["window"] != dit_cfg.window:
+            result["interactive_float32_trained_window"] = bench_interactive(
+                world_path, device, args.steps, iters, guidance=args.guidance, window=dit_cfg.window)
         if args.compile:
             result["interactive_compiled"] = bench_interactive(world_path, device, args.steps, iters, warmup=20, compile=True,
-                                                               guidance=args.guidance)
+                                                               guidance=args.guidance, dtype=played)
         large_path = random_world(Path(tmp.name) / "large.safetensors", large, vae_cfg)
         result["interactive_large"] = {"dit": f"dim={large.dim},depth={large.depth},heads={large.heads}",
-                                       **bench_interactive(large_path, device, args.steps, max(3, iters // 2), guidance=args.guidance)}
+                                       **bench_interactive(large_path, device, args.steps, max(3, iters // 2), guidance=args.guidance,
+                                                          dtype=played)}
     if "engine" in sections:
         result["engine"] = bench_engine(dit_cfg, long=frames, iters=max(5, iters // 5))
     if "vector" in sections:

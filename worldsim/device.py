@@ -16,3 +16,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name} asked for, but this machine has no CUDA GPU; use device=cpu or device=auto")
     return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX). There a bfloat16 DiT's linear layers
+    run about 2.5x faster than float32 (BENCHMARKS.md); elsewhere bf16 is emulated and slower."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private probes: a torch without them gets the safe answer
+        return False
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """The DiT's dtype when the user leaves it to us (``dtype=auto``): bfloat16 on a GPU and on a CPU with native
+    bf16 (the simulator keeps attention and the KV cache float32 there), float32 otherwise."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` (:func:`default_dtype`), ``float32`` or ``bfloat16`` -> the dtype; anything else: a clear error."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {name!r}")
+    return default_dtype(device) if name == "auto" else getattr(torch, name)

@@ -191,6 +191,9 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
 
     from tqdm import tqdm
 
+    # The mean return of the last 50 episodes: what the world predicts, or what the real game paid (env=real).
+    ret_key = "predicted_return" if cfg.env == "world" else "real_return"
+
     bar = tqdm(total=cfg.timesteps, initial=min(start, cfg.timesteps), unit="decision", disable=not cfg.progress,
                desc="agent in the world" if cfg.env == "world" else "agent in the real game")
 
@@ -213,14 +216,14 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             recent = [r for r, _ in self.episodes[-50:]]
             elapsed = time.perf_counter() - self.t0
             row = {"step": steps, "world_frames": steps * net_cfg.action_repeat, "episodes": len(self.episodes),
-                   "predicted_return": float(np.mean(recent)) if recent else None,
+                   ret_key: float(np.mean(recent)) if recent else None,
                    "world_frames_per_s": (steps - self.last) * net_cfg.action_repeat / max(elapsed, 1e-9)}
             for k in ("train/entropy_loss", "train/value_loss", "train/approx_kl"):
                 v = self.model.logger.name_to_value.get(k)
                 if v is not None:
                     row[k.split("/")[1]] = float(v)
             log_row(log_path, row, echo=not cfg.progress)
-            bar.set_postfix(predicted_return=row["predicted_return"], fps=round(row["world_frames_per_s"]))
+            bar.set_postfix({ret_key: row[ret_key], "fps": round(row["world_frames_per_s"])})
             self.t0, self.last = time.perf_counter(), steps
             if self.rollouts % cfg.save_every == 0:
                 save(steps)
@@ -231,20 +234,19 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             model.learn(total_timesteps=remaining, callback=Progress(), reset_num_timesteps=False, progress_bar=False)
     except KeyboardInterrupt:
         save(model.num_timesteps)
-        _plot(log_path, folder / "returns.png")
+        _plot(log_path, folder / "returns.png", ret_key)
         print(f"saved the agent at {model.num_timesteps} decisions ({state_path}); run again to resume", flush=True)
         raise
     finally:
         bar.close()
     save(model.num_timesteps)
-    _plot(log_path, folder / "returns.png")
+    _plot(log_path, folder / "returns.png", ret_key)
     return out
 
 
-
-def _plot(log: Path, png: Path) -> None:
-    """The return the world predicted, per rollout (worldsim.training.plot); nothing when there is none yet."""
+def _plot(log: Path, png: Path, key: str) -> None:
+    """The mean return per rollout (worldsim.training.plot); nothing when there is none yet."""
     try:
-        plot_log(log, png, ["predicted_return"])
+        plot_log(log, png, [key])
     except (ValueError, FileNotFoundError, ImportError):
         pass
