@@ -109,7 +109,6 @@ def _real_run(world: World, frames_needed: int, episodes: int, seed: int, policy
 def _teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reward and termination probability the model predicts for each real frame, given the real past
     (windows of W real frames at the context noise level). -> (T,), (T,)"""
-    from worldsim.engine.simulator import symexp
     from worldsim.training.dynamics_trainer import LatentEncoder
 
     dev = world.device
@@ -126,9 +125,16 @@ def _teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray)
         null = torch.zeros(z.shape[:2], dtype=torch.bool, device=dev)
         null[:, 0] = s == 0
         _, r, d = world.dit(z.to(next(world.dit.parameters()).dtype), lv, a, null, start=s)
-        rewards[s:e] = symexp(r[0].float()).cpu().numpy()
+        rewards[s:e] = world.dit.cfg.reward(r[0]).cpu().numpy()
         dones[s:e] = torch.sigmoid(d[0].float()).cpu().numpy()
     return rewards, dones
+
+
+def _sum_correlation(pred: np.ndarray, real: np.ndarray, k: int) -> float | None:
+    """Correlation of sums over consecutive blocks of ``k`` frames (None when the real sums do not vary)."""
+    n = len(real) // k * k
+    p, r = pred[:n].reshape(-1, k).sum(1), real[:n].reshape(-1, k).sum(1)
+    return float(np.corrcoef(p, r)[0, 1]) if len(r) > 1 and r.std() > 0 and p.std() > 0 else None
 
 
 def real_action_response(world: World, episodes: list, end: int, frames: int, seed: int) -> dict[str, Any] | None:
@@ -382,6 +388,10 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     heads = {"reward_mae": float(np.abs(pred_r - all_rewards).mean()),
              "reward_mae_predict_mean": float(np.abs(all_rewards.mean() - all_rewards).mean()),
              "reward_correlation": float(np.corrcoef(pred_r, all_rewards)[0, 1]) if all_rewards.std() > 0 else None,
+             # What an agent that holds each action for 4 frames is paid, and the whole run's return: the world's
+             # sums against the real ones (a ratio under 1: imagined returns fall short of real ones).
+             "reward_correlation_4_frames": _sum_correlation(pred_r, all_rewards, 4),
+             "return_predicted_over_real": float(pred_r.sum() / all_rewards.sum()) if all_rewards.sum() else None,
              "termination_frames": int(all_terms.sum()),
              "termination_prob_at_terminal": float(pred_d[all_terms].mean()) if all_terms.any() else None,
              "termination_prob_elsewhere": float(pred_d[~all_terms].mean()),

@@ -58,6 +58,7 @@ class Heads(nn.Module):
     def __init__(self, reward, done):
         super().__init__()
         self.reward, self.done = reward, done
+        self.cfg = DiTConfig(reward_space="symlog")  # the loss reads which space the reward head predicts in
 
     def forward(self, x, levels, actions, null):
         return torch.zeros_like(x), self.reward, self.done
@@ -96,3 +97,27 @@ def test_recorded_rewards_belong_to_the_frame_they_led_to():
         np.testing.assert_array_equal(obs, ep.frames[t])
         assert np.float32(reward) == ep.rewards[t] and terminated == ep.terminated[t] and truncated == ep.truncated[t]
     env.close()
+
+
+def test_a_raw_reward_head_predicts_the_mean_reward_a_symlog_one_less():
+    """CarRacing pays -0.1 a frame and about +3.2 for a new tile. The best constant a head can predict for
+    frames that pay either is their mean in raw space; in symlog space it decodes to well under the mean, so
+    an agent's predicted returns would fall short of the real ones."""
+    rewards = torch.tensor([[-0.1, -0.1, -0.1, 3.2]])
+    b = {"rewards": rewards, "terminated": torch.zeros(1, 4, dtype=torch.bool)}
+    grid = torch.linspace(-1.0, 2.0, 3001)
+    best = {}
+    for space in ("raw", "symlog"):
+        losses = [head_losses(torch.full((1, 4), g.item()), torch.zeros(1, 4), b, torch.ones(1, 4), "cpu", space)[0]
+                  for g in grid]
+        best[space] = DiTConfig(reward_space=space).reward(grid[int(torch.stack(losses).argmin())]).item()
+    assert abs(best["raw"] - rewards.mean().item()) < 2e-3
+    assert best["symlog"] < 0.5 * rewards.mean().item()
+
+
+def test_worlds_written_before_reward_space_decode_symlog():
+    old = DiTConfig.from_stored({k: v for k, v in vars(DiTConfig()).items() if k != "reward_space"})
+    assert old.reward_space == "symlog" and DiTConfig().reward_space == "raw"
+    head = torch.tensor([1.0, -2.0])
+    assert torch.allclose(old.reward(head), torch.sign(head) * (head.abs().exp() - 1))
+    assert torch.equal(DiTConfig().reward(head), head)

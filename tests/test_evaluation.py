@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from envs.evaluation import EvalConfig, evaluate_world
 from worldsim.metrics import histogram_distance, psnr_frames, ssim_frames, warp_error
@@ -51,7 +52,8 @@ def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
     memory = saved["track_memory"]  # off the road and back, world vs real under the same keys
     assert memory["episodes"] == 2 and len(memory["road_iou_by_frame"]) == memory["frames"] == 80
     assert 0 <= memory["road_iou_last_10"] <= 1 and memory["road_fraction_last_10"]["real"] > 0
-    assert saved["reward_termination"]["reward_mae"] >= 0
+    heads = saved["reward_termination"]
+    assert heads["reward_mae"] >= 0 and {"reward_correlation_4_frames", "return_predicted_over_real"} <= set(heads)
     for name in ("psnr_by_horizon.png", "long_horizon.png", "side_by_side.mp4"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
 
@@ -89,3 +91,12 @@ def test_road_masks_find_carracing_roads():
     road = road_mask(obs)
     assert 0.05 < road.mean() < 0.5  # the road, not the grass or the black HUD bar
     assert road_iou(obs, obs) == 1.0 and road_iou(obs, np.full_like(obs, (100, 200, 100))) == 0.0
+
+
+def test_block_sums_correlate_what_an_agent_holding_actions_is_paid():
+    from envs.evaluation import _sum_correlation
+
+    real = np.array([-0.1, 3.2, -0.1, -0.1, -0.1, -0.1, -0.1, -0.1, 3.2, 3.2, -0.1, -0.1])
+    late = np.roll(real, 1)  # each tile paid one frame late: per frame poorly correlated, per 4 frames mostly right
+    assert np.corrcoef(late, real)[0, 1] < 0.3 and _sum_correlation(late, real, 4) > 0.9
+    assert _sum_correlation(real, real, 4) == pytest.approx(1.0) and _sum_correlation(real, np.zeros(12), 4) is None

@@ -161,7 +161,7 @@ def reference_rollout(sim: Simulator, ctx: np.ndarray, actions: list[list[int]],
         hist_a.append(a)
         hist_null.append(torch.zeros(b, 1, dtype=torch.bool))
         last = x
-        out.append((x, torch.sign(r) * (torch.exp(r.abs()) - 1), torch.sigmoid(d)))
+        out.append((x, r.float() if dit.cfg.reward_space == "raw" else torch.sign(r) * (torch.exp(r.abs()) - 1), torch.sigmoid(d)))
     return out
 
 

@@ -66,10 +66,6 @@ class SamplerConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def symexp(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * (torch.exp(x.abs()) - 1)
-
-
 class Simulator:
     """B worlds generated frame by frame. All tensors stay on the models' device."""
 
@@ -238,7 +234,7 @@ class Simulator:
         _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
         self.last = x
         self.t += 1
-        rewards, probs = symexp(reward[:, 0].float()), torch.sigmoid(done[:, 0].float())
+        rewards, probs = c.reward(reward[:, 0]), torch.sigmoid(done[:, 0].float())
         if not decode:
             self.undecoded[:] = True
             return None, rewards, probs

@@ -57,7 +57,7 @@ class DynamicsTrainConfig:
     null_action_prob: float = 0.1
     """Probability of swapping in the null action per frame (enables action guidance)."""
     reward_weight: float = 0.5
-    """Weight of the reward loss (symlog MSE), on frames at history levels."""
+    """Weight of the reward loss (MSE in the model's ``reward_space``: symlog or raw), on frames at history levels."""
     done_weight: float = 0.5
     """Weight of the termination loss (binary cross-entropy), on frames at history levels."""
     grad_clip: float = 1.0
@@ -78,6 +78,10 @@ class DynamicsTrainConfig:
     """Encode every episode once with the VAE (``data_dir/latents-<vae id>/``, rebuilt when the VAE or the
     frames change) and train on those latents instead of running the encoder on every batch
     (worldsim/data/latents.py: episodes are encoded whole, so a clip's first frames see their real past)."""
+    train_only: str = "all"
+    """``all`` (every weight) or ``heads``: only the reward and termination heads learn, on the frozen network
+    of ``init_from`` (its frames stay exactly as they were: e.g. to refit the reward head in another
+    ``reward_space`` in minutes, without retraining the world)."""
     seed: int = 0
     """Seed of initialisation, levels and data order."""
     init_from: str | None = None
@@ -205,8 +209,18 @@ def train_dynamics(
         fresh = init_weights(dit, cfg.init_from)
         if ranks.main:
             print(f"initialised from {cfg.init_from}" + (f" (new: {', '.join(fresh)})" if fresh else ""))
+    if cfg.train_only not in ("all", "heads"):
+        raise ValueError(f"dynamics.train.train_only must be all or heads, got {cfg.train_only!r}")
+    if cfg.train_only == "heads":
+        if not cfg.init_from and not state_path.exists():
+            raise ValueError("dynamics.train.train_only=heads trains the heads of a trained network: give "
+                             "dynamics.train.init_from=WORLD_OR_DYNAMICS_FILE")
+        dit.requires_grad_(False)
+        for head in (dit.reward_head, dit.done_head):
+            head.requires_grad_(True)
     ema = EMA(dit, cfg.ema_decay).to(device)
-    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in dit.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.95),
+                            weight_decay=cfg.weight_decay)
     step = 0
     if state_path.exists():
         step = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
@@ -267,15 +281,17 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(add_noise(z0, levels, noise), levels, actions, null)
     flow = F.mse_loss(v.float(), velocity(z0, noise))
-    r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device)
+    r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device, dit.cfg.reward_space)
     loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
 
-def head_losses(reward, done, batch, w, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reward (symlog MSE) and termination (BCE) losses of (B, T) predictions, weighted per frame by w (B, T)."""
+def head_losses(reward, done, batch, w, device, space: str = "symlog") -> tuple[torch.Tensor, torch.Tensor]:
+    """Reward (MSE in ``space``: symlog or raw) and termination (BCE) losses of (B, T) predictions, weighted per
+    frame by w (B, T)."""
     denom = w.sum().clamp_min(1.0)
-    r_loss = ((reward.float() - symlog(batch["rewards"].to(device))) ** 2 * w).sum() / denom
+    target = batch["rewards"].to(device).float()
+    r_loss = ((reward.float() - (symlog(target) if space == "symlog" else target)) ** 2 * w).sum() / denom
     d_loss = (F.binary_cross_entropy_with_logits(done.float(), batch["terminated"].to(device).float(), reduction="none") * w).sum() / denom
     return r_loss, d_loss
 
@@ -287,7 +303,8 @@ def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, am
     null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
     guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
                                               sampler.start_level, gen, amp)
-    r_loss, d_loss = head_losses(reward, done, batch, torch.ones_like(reward, dtype=torch.float32), device)
+    r_loss, d_loss = head_losses(reward, done, batch, torch.ones_like(reward, dtype=torch.float32), device,
+                                 dit.cfg.reward_space)
     loss = guided + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "guided": guided.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
