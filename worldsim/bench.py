@@ -174,6 +174,27 @@ def bench_interactive(world_path: Path, device: torch.device, steps: int | None,
             "dit_params_M": sum(x.numel() for x in world.dit.parameters()) / 1e6}
 
 
+def bench_gym_step(world_path: Path, device: torch.device, iters: int, warmup: int = 10) -> dict[str, float]:
+    """One world through the Gymnasium API, as play.py and an agent step it (env defaults: dtype auto, the
+    world's sampler): ``env.step`` = the model step + the env's bookkeeping (observation copy, reward, info)."""
+    from envs.world_env import WorldModelEnv
+
+    env = WorldModelEnv(world_path, device=str(device), max_episode_steps=10**9)
+    env.reset(seed=0)
+    times = []
+    for i in range(warmup + iters):
+        _sync(device)
+        t = time.perf_counter()
+        ended = any(env.step(3)[2:4])
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+        if ended:
+            env.reset()
+    env.close()
+    p = _percentiles(times)
+    return {**p, "fps": 1e3 / p["p50_ms"]}
+
+
 def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters: int, sync_n: int = 16) -> dict[str, float]:
     """World-steps/s of the vector env at each N, and a SyncVectorEnv of ``sync_n`` single envs for comparison."""
     import gymnasium as gym
@@ -379,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
         played = default_dtype(device)
         result["interactive"] = bench_interactive(world_path, device, args.steps, iters, guidance=args.guidance,
                                                   dtype=played)
+        result["interactive_gym_env"] = bench_gym_step(world_path, device, iters)
         if played != torch.float32:
             result["interactive_float32"] = bench_interactive(world_path, device, args.steps, iters,
                                                               guidance=args.guidance)
