@@ -117,7 +117,7 @@ def test_a_raw_reward_head_predicts_the_mean_reward_a_symlog_one_less():
 
 def test_worlds_written_before_reward_space_decode_symlog():
     old = DiTConfig.from_stored({k: v for k, v in vars(DiTConfig()).items() if k != "reward_space"})
-    assert old.reward_space == "symlog" and DiTConfig().reward_space == "raw"
+    assert old.reward_space == "symlog" == DiTConfig().reward_space
     head = torch.tensor([1.0, -2.0])
     assert torch.allclose(old.reward(head), torch.sign(head) * (head.abs().exp() - 1))
-    assert torch.equal(DiTConfig().reward(head), head)
+    assert torch.equal(DiTConfig(reward_space="raw").reward(head), head)

@@ -73,7 +73,7 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
               f"dynamics.train.init_from={world_file}", "dynamics.train.train_only=heads", "dynamics.train.ema_decay=0",
               "dynamics.model.reward_space=raw", f"data_dir={data}", f"run_dir={heads}", "world.max_episode_steps=20")
     refit = load_dynamics(heads / "dynamics.safetensors")[0]
-    assert refit.cfg.reward_space == "raw" and world.dit.cfg.reward_space == "raw"
+    assert refit.cfg.reward_space == "raw" and world.dit.cfg.reward_space == "symlog"
     before = world.dit.state_dict()
     moved = {k for k, w in refit.state_dict().items() if not torch.equal(w, before[k])}
     assert moved and all(k.startswith(("reward_head.", "done_head.")) for k in moved), moved
