@@ -34,6 +34,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="sampling steps (1-8; default: the world's)")
     p.add_argument("--guidance", type=float, help="action guidance scale (default: the world's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model step (slow start, faster after)")
+    p.add_argument("--attend", type=int, default=None, metavar="FRAMES",
+                   help="frames each new frame attends to (default: the world's); CarRacing at 8 plays at the game's "
+                        "50 fps on a 2-core CPU, a little less true to the real game (BENCHMARKS.md)")
     p.add_argument("--fps", type=float, help="frame rate to keep (default: the world's)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first start (default: random)")
     p.add_argument("--record-dir", default="recordings", help="where F9 recordings go (one folder per world)")
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     try:
         model = WorldModelEnv(args.checkpoint, args.world or (None if args.checkpoint else "carracing"),
                               args.device, args.steps, args.guidance,
-                              compile=args.compile)
+                              compile=args.compile, window=args.attend)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -127,3 +127,18 @@ def test_no_display_suggests_headless(tiny_world, driver):
         env["SDL_VIDEODRIVER"] = driver
     proc = run_play("--checkpoint", str(tiny_world), "--device", "cpu", env=env)
     assert proc.returncode == 2 and "--headless" in proc.stderr, proc.stderr
+
+
+def test_attend_plays_a_shorter_window_and_refuses_a_longer_one(tiny_world, tmp_path):
+    """--attend N: each frame attends to N frames (faster); the video differs from the world's own window once
+    the rollout outgrows N, and more frames than the world was trained with is one clear line, exit 2."""
+    videos = {}
+    for n in ("2", "4"):
+        out = tmp_path / f"w{n}.mp4"
+        proc = run_play("--checkpoint", str(tiny_world), "--headless", "--frames", "8", "--record", str(out),
+                        "--device", "cpu", "--seed", "0", "--attend", n)
+        assert proc.returncode == 0, proc.stderr
+        videos[n] = read_video(out)
+    assert videos["2"].shape == videos["4"].shape and not np.array_equal(videos["2"], videos["4"])
+    proc = run_play("--checkpoint", str(tiny_world), "--headless", "--frames", "2", "--device", "cpu", "--attend", "9")
+    assert proc.returncode == 2 and "longer than the 4 frames" in proc.stderr, proc.stderr
