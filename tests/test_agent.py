@@ -64,13 +64,14 @@ def test_the_batched_adapter_autoresets_and_reports_episodes(tiny_world):
 def test_latent_observations_skip_the_decoder_and_match_the_engine(tiny_world):
     from envs.world_vector_env import WorldModelVectorEnv
 
-    env = WorldModelVectorEnv(2, checkpoint=tiny_world, observation="latents")
+    # float32: latents compared exactly (dtype=auto is bf16 on a CPU with native bf16; bf16 is checked below)
+    env = WorldModelVectorEnv(2, checkpoint=tiny_world, observation="latents", dtype="float32")
     obs, _ = env.reset(seed=1)
     assert obs.shape == (2, 4, 16, 16) and obs.dtype == np.float32
     obs, *_ = env.step(np.array([1, 2]))
     np.testing.assert_allclose(obs, env.core.sim.last[:, 0].numpy())
     # frames and latents come from the same generation: a frames env with the same seed decodes those latents
-    ref = WorldModelVectorEnv(2, checkpoint=tiny_world)
+    ref = WorldModelVectorEnv(2, checkpoint=tiny_world, dtype="float32")
     ref.reset(seed=1)
     ref.step(np.array([1, 2]))
     np.testing.assert_allclose(ref.core.sim.last[:, 0].numpy(), obs)
@@ -244,7 +245,7 @@ def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carraci
     np.testing.assert_array_equal(frames[0], ep.frames[2:6])  # clip 0 = frames 2..5 of the first episode
     np.testing.assert_array_equal(actions[1], ep.actions[7:11])
     # every world starts from one of the clips: with one clip, all observe its last frame's latent
-    core = WorldCore(3, tiny_world, observation="latents")
+    core = WorldCore(3, tiny_world, observation="latents", dtype="float32")  # compared with the encoder at 1e-5
     worlds = AgentWorlds(core, AgentConfig(), max_frames=8, starts=(frames[:1], actions[:1]))
     obs = worlds.reset()
     meta = {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}

@@ -281,9 +281,14 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(add_noise(z0, levels, noise), levels, actions, null)
     flow = F.mse_loss(v.float(), velocity(z0, noise))
-    r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device, dit.cfg.reward_space)
+    r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device, _reward_space(dit))
     loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
+
+
+def _reward_space(net) -> str:
+    """The reward space of a DiT, also when DistributedDataParallel wraps it."""
+    return getattr(net, "module", net).cfg.reward_space
 
 
 def head_losses(reward, done, batch, w, device, space: str = "symlog") -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,7 +309,7 @@ def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, am
     guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
                                               sampler.start_level, gen, amp)
     r_loss, d_loss = head_losses(reward, done, batch, torch.ones_like(reward, dtype=torch.float32), device,
-                                 dit.cfg.reward_space)
+                                 _reward_space(dit))
     loss = guided + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "guided": guided.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
