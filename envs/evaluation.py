@@ -311,7 +311,8 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    world = load_world(checkpoint, device, resolve_dtype(cfg.dtype, device))
+    dtype = resolve_dtype(cfg.dtype, device)
+    world = load_world(checkpoint, device, dtype)
     world.sampler = world.sampler.override(steps=cfg.sampling_steps or None, guidance=cfg.guidance,
                                            start_level=cfg.start_level, window=cfg.window)
     horizon = max(cfg.horizons)
@@ -401,7 +402,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     h16 = fidelity.get("16")
     report = {
         "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
-        "sampler": asdict(world.sampler), "device": str(world.device), "dtype": str(next(world.dit.parameters()).dtype).removeprefix("torch."),
+        "sampler": asdict(world.sampler), "device": str(world.device), "dtype": str(dtype).removeprefix("torch."),
         "fidelity_by_horizon": fidelity,
         "realism": looks,
         "second_driver": other,

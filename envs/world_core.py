@@ -54,10 +54,10 @@ class WorldCore:
         if not 0.0 < termination_threshold <= 1.0:
             raise ValueError(f"termination_threshold must be in (0, 1], got {termination_threshold}")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
         # The DiT runs in this dtype (auto: bf16 on GPUs and on CPUs with native bf16, where the simulator keeps
         # attention and the KV cache float32); the VAE stays float32.
-        self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device, self.dtype)
+        self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device,
+                                        resolve_dtype(dtype, self.device))
         if sampling_steps is not None and not 1 <= sampling_steps <= 8:
             raise ValueError(f"sampling_steps must be 1..8, got {sampling_steps}")
         sampler = self.world.sampler.override(steps=None if sampling_steps is None else int(sampling_steps),

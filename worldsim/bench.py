@@ -150,6 +150,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _step_times(step, device: torch.device, warmup: int, iters: int, after=None) -> dict[str, float]:
+    """p50/p99 ms of ``step()`` over ``iters`` calls after ``warmup`` untimed ones; ``after(result)``, untimed,
+    follows each call."""
+    times = []
+    for i in range(warmup + iters):
+        _sync(device)
+        t = time.perf_counter()
+        out = step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+        if after is not None:
+            after(out)
+    return _percentiles(times)
+
+
 def bench_interactive(world_path: Path, device: torch.device, steps: int | None, iters: int, warmup: int = 10,
                       compile: bool = False, guidance: float | None = None, window: int | None = None,
                       dtype: torch.dtype = torch.float32) -> dict[str, float]:
@@ -161,14 +176,7 @@ def bench_interactive(world_path: Path, device: torch.device, steps: int | None,
     sim = world.simulator(1, sampler, compile=compile)
     sim.prefill(world.context_frames[:1], world.context_actions[:1])
     a = torch.zeros(1, dtype=torch.long, device=device)
-    times = []
-    for i in range(warmup + iters):
-        _sync(device)
-        t = time.perf_counter()
-        sim.step(a)  # returns uint8 numpy frames: includes the device -> host copy
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    p = _percentiles(times)
+    p = _step_times(lambda: sim.step(a), device, warmup, iters)  # uint8 numpy frames: includes the device -> host copy
     return {**p, "fps": 1e3 / p["p50_ms"], "sampling_steps": sampler.steps, "guidance": sampler.guidance, "compiled": compile,
             "window": sim.window, "dtype": str(dtype).removeprefix("torch."),
             "dit_params_M": sum(x.numel() for x in world.dit.parameters()) / 1e6}
@@ -181,17 +189,9 @@ def bench_gym_step(world_path: Path, device: torch.device, iters: int, warmup: i
 
     env = WorldModelEnv(world_path, device=str(device), max_episode_steps=10**9)
     env.reset(seed=0)
-    times = []
-    for i in range(warmup + iters):
-        _sync(device)
-        t = time.perf_counter()
-        ended = any(env.step(3)[2:4])
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-        if ended:
-            env.reset()
+    p = _step_times(lambda: env.step(3), device, warmup, iters,
+               after=lambda out: env.reset() if out[2] or out[3] else None)  # an ended episode restarts, untimed
     env.close()
-    p = _percentiles(times)
     return {**p, "fps": 1e3 / p["p50_ms"]}
 
 
