@@ -10,7 +10,7 @@ import numpy as np
 
 from worldsim.spaces import space_to_dict
 
-from . import atari, carracing, generic
+from . import atari, carracing, generic, pong
 from .keymaps import Keymap
 from .policies import RandomPolicy
 from .preprocessing import FrameObservation
@@ -48,8 +48,10 @@ class WorldConfig:
             raise ValueError(f"world.kind must be one of {KINDS}, got {self.kind!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"world.policy must be one of {POLICIES}, got {self.policy!r}")
-        if self.policy in ("driver", "pursuit") and self.kind != "carracing":
-            raise ValueError(f"world.policy={self.policy} drives CarRacing only; use world.policy=random")
+        if self.policy == "driver" and not (self.kind == "carracing" or (self.kind == "atari" and pong.is_pong(self.env_id))):
+            raise ValueError("world.policy=driver exists for CarRacing and Atari Pong only; use world.policy=random")
+        if self.policy == "pursuit" and self.kind != "carracing":
+            raise ValueError("world.policy=pursuit drives CarRacing only; use world.policy=random")
         if self.frame_size < 8:
             raise ValueError(f"world.frame_size must be at least 8, got {self.frame_size}")
 
@@ -76,7 +78,7 @@ class SourceWorld:
 
     def make_policy(self, rng: np.random.Generator, env: gym.Env):
         if self.cfg.policy == "driver":
-            return carracing.DrivingPolicy(rng)
+            return pong.PongDriver(rng) if self.cfg.kind == "atari" else carracing.DrivingPolicy(rng)
         if self.cfg.policy == "pursuit":
             return carracing.PursuitDriver(rng)
         return RandomPolicy(env.action_space, rng, self.cfg.repeat_prob)

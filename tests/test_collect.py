@@ -63,6 +63,21 @@ def test_atari_breakout_collection_smoke(tmp_path):
     assert [["space"], 1] in keymap["bindings"] and [["left"], 3] in keymap["bindings"]
 
 
+def test_pong_driver_returns_the_ball_and_every_action_is_seen(tmp_path):
+    pytest.importorskip("ale_py")
+    lost = {}
+    for policy in ("driver", "random"):
+        world = WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy=policy,
+                            max_episode_steps=600)
+        data = collect(world, CollectConfig(out=str(tmp_path / policy), frames=600, workers=1, episodes_per_shard=1,
+                                            progress=False))
+        ep = data.episode(0)
+        lost[policy] = int((ep.rewards < 0).sum())
+        if policy == "driver":
+            assert set(np.unique(ep.actions[1:])) == set(range(6))
+    assert lost["driver"] < lost["random"] / 2, lost  # it meets the ball; random play misses nearly every one
+
+
 def test_generic_env_frames_come_from_rendering():
     world = SourceWorld(WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
                                     max_episode_steps=15))
@@ -74,7 +89,7 @@ def test_generic_env_frames_come_from_rendering():
 
 
 def test_bad_world_configs_are_refused():
-    with pytest.raises(ValueError, match="driver drives CarRacing only"):
+    with pytest.raises(ValueError, match="driver exists for CarRacing and Atari Pong only"):
         WorldConfig(kind="atari", policy="driver").validate()
     with pytest.raises(ValueError, match="world.kind"):
         WorldConfig(kind="mujoco").validate()
