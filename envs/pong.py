@@ -15,8 +15,7 @@ import numpy as np
 NOOP, FIRE, UP, DOWN, UPFIRE, DOWNFIRE = range(6)
 """Pong's minimal action set; ALE calls up RIGHT and down LEFT (the paddle sits on the right)."""
 
-RAM_PADDLE_Y, RAM_BALL_X, RAM_BALL_Y = 51, 49, 54
-RAM_CPU_SCORE, RAM_PLAYER_SCORE = 13, 14
+RAM_PADDLE_Y, RAM_BALL_Y = 51, 54
 BALL_TO_PADDLE = 6
 """RAM ball y minus RAM paddle y when the ball meets the paddle's centre (measured on the screen)."""
 
