@@ -34,7 +34,9 @@ from worldsim.two_sample import two_sample_accuracy
 from worldsim.video import write_mp4
 from worldsim.world import World, load_world
 
+from . import pong_objects
 from .collect import run_episode
+from .pong import is_pong
 from .source import source_world
 
 
@@ -299,6 +301,35 @@ def _second_driver_goals(other: dict[str, Any] | None) -> dict[str, bool]:
             "second_driver_classifier_pairs_le_0.75": look["classifier_accuracy_pairs"] <= 0.75}
 
 
+def key_objects(world: World, real: np.ndarray, recon: np.ndarray, gen: np.ndarray, c: int) -> dict[str, Any] | None:
+    """Pong's ball and paddles (envs/pong_objects.py) in the reconstructed, generated and copy-last frames of the
+    fidelity clips, against the real ones; None for other games. ``real`` (E, c + H, ...), ``recon`` (E, 1 + H,
+    ...) from the last context frame on, ``gen`` (E, H, ...)."""
+    if not is_pong(str(world.source.get("env_id", ""))) or real.shape[-2] != pong_objects.FRAME_SIZE:
+        return None
+    target = real[:, c:]
+    copy_last = np.broadcast_to(real[:, c - 1 : c], target.shape)
+    return {"reconstructed": pong_objects.compare(target, recon[:, 1:]),
+            "generated": pong_objects.compare(target, gen),
+            "copy_last": pong_objects.compare(target, copy_last),
+            "generated_by_frame_ball_rate": _ball_rate_by_frame(gen),
+            "real_by_frame_ball_rate": _ball_rate_by_frame(target)}
+
+
+def _ball_rate_by_frame(clips: np.ndarray) -> list[float]:
+    """(E, T, 64, 64, 3) -> the share of clips showing a ball at each frame (T,)."""
+    return pong_objects.find_ball(clips)[0].mean(0).tolist()
+
+
+def _key_object_goals(objects: dict[str, Any] | None, segments: list[dict[str, Any]]) -> dict[str, bool]:
+    if objects is None:
+        return {}
+    recon = objects["reconstructed"]
+    return {"vae_keeps_ball_recall_ge_0.9": (recon["ball_recall"] or 0) >= 0.9,
+            # The ball does not fade out of a long rollout: every segment shows it at least half as often as the game.
+            "ball_survives_long_rollout": all(x["generated_ball_rate"] >= 0.5 * x["real_ball_rate"] for x in segments)}
+
+
 def _reconstruct(world: World, clips: np.ndarray) -> np.ndarray:
     """Real clips (E, T, H, W, 3) through the world's VAE (encode, decode): what the world model could at best show."""
     with torch.no_grad():
@@ -399,6 +430,12 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
              "termination_accuracy": float(((pred_d >= 0.5) == all_terms).mean())}
     other = second_driver(world, cfg)
     memory = track_memory(world, cfg)
+    objects = key_objects(world, real, recon, gen, c)
+    if objects is not None:
+        for seg in segments:
+            k = seg["start"]
+            seg["generated_ball_rate"] = pong_objects.ball_rate(long_gen[k : k + cfg.segment])
+            seg["real_ball_rate"] = pong_objects.ball_rate(long_real[c + k : c + k + cfg.segment])
     h16 = fidelity.get("16")
     report = {
         "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
@@ -407,6 +444,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         "realism": looks,
         "second_driver": other,
         "track_memory": memory,
+        "key_objects": objects,
         "vae_reconstruction_psnr": recon_psnr,
         "warp_error": {"generated": warp_gen, "real": warp_real, "ratio": warp_gen / max(warp_real, 1e-9),
                        "reconstructed": warp_recon, "reconstructed_ratio": warp_recon / max(warp_real, 1e-9)},
@@ -420,6 +458,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
             "no_collapse": all(x["histogram_distance"] < 0.5 and x["generated_pixel_std"] > 0.2 * x["real_pixel_std"]
                                and x["generated_frame_change"] > 0.1 * x["real_frame_change"] for x in segments),
             **_second_driver_goals(other),
+            **_key_object_goals(objects, segments),
         },
         "seconds": time.perf_counter() - started,
     }

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from .keymaps import Keymap
+
 NOOP, FIRE, UP, DOWN, UPFIRE, DOWNFIRE = range(6)
 """Pong's minimal action set; ALE calls up RIGHT and down LEFT (the paddle sits on the right)."""
 
@@ -22,6 +24,15 @@ BALL_TO_PADDLE = 6
 
 def is_pong(env_id: str) -> bool:
     return "pong" in env_id.lower()
+
+
+def keymap(name: str) -> Keymap:
+    """Up and down arrows move the paddle up and down (ALE's RIGHT and LEFT, which are kept as aliases);
+    space serves (FIRE), and combines with either arrow."""
+    bindings = [(("up",), UP), (("down",), DOWN), (("right",), UP), (("left",), DOWN), (("space",), FIRE),
+                (("space", "up"), UPFIRE), (("down", "space"), DOWNFIRE),
+                (("right", "space"), UPFIRE), (("left", "space"), DOWNFIRE)]
+    return Keymap(name, bindings, default=NOOP)
 
 
 class PongDriver:

@@ -87,6 +87,8 @@ class SourceWorld:
         if self.cfg.kind == "carracing":
             return carracing.keymap()
         if self.cfg.kind == "atari":
+            if pong.is_pong(self.cfg.env_id):
+                return pong.keymap(self.cfg.name)
             return atari.keymap(env, self.cfg.name)
         return generic.keymap(env, self.cfg.name)
 

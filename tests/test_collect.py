@@ -78,6 +78,18 @@ def test_pong_driver_returns_the_ball_and_every_action_is_seen(tmp_path):
     assert lost["driver"] < lost["random"] / 2, lost  # it meets the ball; random play misses nearly every one
 
 
+def test_pong_keys_are_up_and_down_arrows():
+    pytest.importorskip("ale_py")
+    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
+    env = world.make_env()
+    meanings = env.unwrapped.get_action_meanings()
+    keymap = world.keymap(env)
+    env.close()
+    said = {keys: meanings[keymap.action_for(keys)] for keys in [(), ("up",), ("down",), ("space",), ("space", "up")]}
+    # The paddle sits on the right: ALE's RIGHT moves it up the screen, LEFT down.
+    assert said == {(): "NOOP", ("up",): "RIGHT", ("down",): "LEFT", ("space",): "FIRE", ("space", "up"): "RIGHTFIRE"}
+
+
 def test_generic_env_frames_come_from_rendering():
     world = SourceWorld(WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
                                     max_episode_steps=15))

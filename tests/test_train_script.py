@@ -1,10 +1,12 @@
 """train.py runs end to end for a few steps, as a user types it."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from worldsim.models.vae import load_vae
@@ -86,7 +88,6 @@ def test_recipe_tiny_makes_a_playable_world_in_one_command(tmp_path):
     turn; the world plays; nothing lands in checkpoints/. Run again: every stage resumes (nothing re-collected,
     training already at its last step, the run's own export replaced)."""
     import hashlib
-    import json
 
     shipped = ROOT / "checkpoints" / "carracing.safetensors"
     before = hashlib.sha256(shipped.read_bytes()).hexdigest()
@@ -184,3 +185,41 @@ def test_ddp_two_cpu_processes(tmp_path, carracing_data):
     out = torchrun("stage=dynamics", "dynamics.train.steps=6", "dynamics.train.eval_every=6", "dynamics.train.heldout_every=2",
                    *common)
     assert out.count("at step 4") == 1 and load_dynamics(tmp_path / "dynamics.safetensors")[1]["step"] == 6
+
+
+def test_tiny_pong_world_trains_plays_and_checks(tmp_path):
+    """The Atari path end to end on the shipped second game: collect Pong with its driver, train a tiny VAE and
+    dynamics model, export, evaluate (second driver: random play), then the world plays headless from its keys
+    and passes Gymnasium's env checker."""
+    pytest.importorskip("ale_py")
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import worldsim  # noqa: F401  (registers the ids)
+
+    cmd = [sys.executable, str(ROOT / "train.py"), "world=pong", "stage=all", "recipe=tiny", "collect.frames=900",
+           "world.max_episode_steps=150", "vae.train.steps=60", "vae.train.eval_every=60", "dynamics.train.steps=60",
+           "dynamics.train.eval_every=60", "eval.second_driver=random", "eval.memory_episodes=0",
+           "eval.realism_steps=20", "eval.idm_steps=10", "eval.long_frames=40"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    world_file = tmp_path / "runs" / "pong-tiny" / "pong.safetensors"
+    report = json.loads((tmp_path / "runs" / "pong-tiny" / "eval" / "report.json").read_text())
+    assert report["second_driver"]["driver"] == "random"
+
+    video = tmp_path / "pong.mp4"
+    play = subprocess.run([sys.executable, str(ROOT / "play.py"), "--checkpoint", str(world_file), "--headless",
+                           "--frames", "12", "--record", str(video)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert play.returncode == 0, play.stdout[-2000:] + play.stderr[-3000:]
+    assert video.stat().st_size > 0
+
+    env = gym.make("worldsim/World-v0", checkpoint=str(world_file), device="cpu")
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and env.action_space.n == 6
+    keys = env.unwrapped.get_keys_to_action()
+    import pygame
+
+    assert keys[(pygame.K_UP,)] == 2 and keys[(pygame.K_DOWN,)] == 3  # the paddle's up and down
+    env.close()

@@ -106,3 +106,17 @@ def test_benchmark_smoke(tmp_path):
                  {"type": "Discrete", "n": 5, "start": 0})
     assert abs(engine["dit_params_M"] - sum(p.numel() for p in expect.parameters()) / 1e6) < 1e-9  # that model
     assert out["decode"]["stream_decode_p99_ms"] >= out["decode"]["stream_decode_p50_ms"] > 0
+
+
+def test_motion_mask_marks_a_moving_dot_and_not_the_still_background():
+    from worldsim.training.vae_trainer import motion_mask
+
+    x = torch.full((1, 3, 3, 8, 8), -0.5)  # a still court
+    x[:, :, :, 6, :] = 0.8                 # a still wall
+    for t in range(3):                     # a one-pixel ball moving right
+        x[0, t, :, 2, 2 + 2 * t] = 0.9
+    m = motion_mask(x, 0.1)
+    assert m.shape == (1, 3, 1, 8, 8)
+    for t in range(3):
+        assert m[0, t, 0, 2, 2 + 2 * t] == 1
+    assert m.sum() == 3  # nothing else moves

@@ -1,0 +1,82 @@
+"""Pong's key objects found in 64x64 frames by colour: the ball and the two paddles.
+
+What a Pong world is about is a ball of about one pixel at 64x64 (2x4 pixels at 210x160), so frame PSNR,
+dominated by the static court, says little about it. These measures look at the objects themselves: whether
+the ball is there, where it is, and how well the pixels around the ball and the paddles are reproduced.
+
+Layout of ``ALE/Pong-v5`` at 64x64 (INTER_AREA): scores above row 7, white walls on rows 7-10 and 59-63, the
+opponent's (orange) paddle in columns 6-7, the player's (green) in columns 56-57, the court brown
+(144, 72, 17). The ball is white (236, 236, 236) and keeps a blue value of about 150-230 after resizing, while
+the court's blue is 17 and the paddles' 74 and 92: between the paddles, a blue value over ``BALL_BLUE`` is the
+ball.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FRAME_SIZE = 64
+COURT_ROWS = slice(11, 59)
+BALL_COLS = slice(8, 56)
+PADDLE_COLS = (slice(5, 9), slice(55, 59))
+BALL_BLUE = 100
+
+
+def _check(frames: np.ndarray) -> None:
+    if frames.shape[-3:] != (FRAME_SIZE, FRAME_SIZE, 3):
+        raise ValueError(f"Pong object measures read {FRAME_SIZE}x{FRAME_SIZE} RGB frames, got {frames.shape[-3:]}")
+
+
+def find_ball(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ball in frames (..., 64, 64, 3) uint8: (present (...) bool, position (..., 2) row/col in the frame,
+    the brightest ball-coloured pixel; meaningless where not present)."""
+    _check(frames)
+    blue = frames[..., COURT_ROWS, BALL_COLS, 2].astype(np.int16)
+    flat = blue.reshape(*blue.shape[:-2], -1)
+    at = flat.argmax(-1)
+    present = np.take_along_axis(flat, at[..., None], -1)[..., 0] > BALL_BLUE
+    rows, cols = np.divmod(at, blue.shape[-1])
+    return present, np.stack([rows + COURT_ROWS.start, cols + BALL_COLS.start], -1)
+
+
+def _window_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def compare(real: np.ndarray, other: np.ndarray, radius: int = 2, near: float = 2.0) -> dict[str, float | int | None]:
+    """The key objects of ``other`` against those of ``real`` frame by frame; both (N, 64, 64, 3) uint8.
+
+    ``ball_recall``: of the real frames with a ball, the share where ``other`` shows one within ``near`` pixels;
+    ``ball_false``: of the real frames without one, the share where ``other`` shows a ball; ``ball_error``: the
+    mean distance (pixels) where both show it; ``ball_psnr``: PSNR over the (2 radius + 1)^2 window around the
+    real ball; ``paddle_psnr``: PSNR over the two paddle strips of the court."""
+    _check(real)
+    _check(other)
+    real, other = real.reshape(-1, FRAME_SIZE, FRAME_SIZE, 3), other.reshape(-1, FRAME_SIZE, FRAME_SIZE, 3)
+    has_r, at_r = find_ball(real)
+    has_o, at_o = find_ball(other)
+    dist = np.linalg.norm((at_r - at_o).astype(np.float64), axis=-1)
+    both = has_r & has_o
+    wins_r, wins_o = [], []
+    for i in np.flatnonzero(has_r):
+        r0, c0 = (int(v) for v in at_r[i])
+        rows = slice(max(r0 - radius, 0), r0 + radius + 1)
+        cols = slice(max(c0 - radius, 0), c0 + radius + 1)
+        wins_r.append(real[i, rows, cols].ravel())
+        wins_o.append(other[i, rows, cols].ravel())
+    paddles_r = np.concatenate([real[:, COURT_ROWS, c] for c in PADDLE_COLS], -2)
+    paddles_o = np.concatenate([other[:, COURT_ROWS, c] for c in PADDLE_COLS], -2)
+    return {
+        "frames": len(real), "ball_frames": int(has_r.sum()),
+        "ball_recall": float((both & (dist <= near)).sum() / has_r.sum()) if has_r.any() else None,
+        "ball_false": float((has_o & ~has_r).sum() / (~has_r).sum()) if (~has_r).any() else None,
+        "ball_error": float(dist[both].mean()) if both.any() else None,
+        "ball_psnr": _window_psnr(np.concatenate(wins_r), np.concatenate(wins_o)) if wins_r else None,
+        "paddle_psnr": _window_psnr(paddles_r, paddles_o),
+    }
+
+
+def ball_rate(frames: np.ndarray) -> float:
+    """The share of frames (..., 64, 64, 3) that show a ball."""
+    return float(find_ball(frames)[0].mean())

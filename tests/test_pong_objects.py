@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from envs.collect import run_episode
+from envs.source import SourceWorld, WorldConfig
+
+
+@pytest.fixture(scope="module")
+def pong_frames():
+    pytest.importorskip("ale_py")
+    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver",
+                                    max_episode_steps=300))
+    env = world.make_env()
+    ep = run_episode(world, env, 0, 0)
+    env.close()
+    return ep.frames
+
+
+def test_the_ball_is_found_and_a_world_without_it_is_caught(pong_frames):
+    from envs.pong_objects import COURT_ROWS, compare, find_ball
+
+    present, at = find_ball(pong_frames)
+    assert 0.3 < present.mean() < 1  # in play most of the time, gone between points
+    assert np.all((at[present, 0] >= COURT_ROWS.start) & (at[present, 0] < COURT_ROWS.stop))
+    same = compare(pong_frames, pong_frames)
+    assert same["ball_recall"] == 1 and same["ball_false"] == 0 and same["ball_error"] == 0
+    # The same frames with the ball painted over in the court's colour: every ball is missed.
+    erased = pong_frames.copy()
+    for i in np.flatnonzero(present):
+        r, c = at[i]
+        erased[i, r - 1 : r + 2, c - 1 : c + 2] = (144, 72, 17)
+    gone = compare(pong_frames, erased)
+    assert gone["ball_recall"] == 0 and gone["ball_psnr"] < 30 and gone["paddle_psnr"] > 40
+    # A frame late: the ball has moved, so fewer are found where they are.
+    late = compare(pong_frames[1:], pong_frames[:-1])
+    assert 0 < late["ball_recall"] < 0.9
+
+
+def test_other_frame_sizes_are_refused():
+    from envs.pong_objects import find_ball
+
+    with pytest.raises(ValueError, match="64x64"):
+        find_ball(np.zeros((2, 84, 84, 3), np.uint8))
