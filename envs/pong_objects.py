@@ -80,3 +80,43 @@ def compare(real: np.ndarray, other: np.ndarray, radius: int = 2, near: float = 
 def ball_rate(frames: np.ndarray) -> float:
     """The share of frames (..., 64, 64, 3) that show a ball."""
     return float(find_ball(frames)[0].mean())
+
+
+def vae_report(vae_path: str, data_dir: str, heldout_every: int = 10, skip: int = 100, frames: int = 400,
+               clip: int = 16) -> dict:
+    """The key objects of a Pong VAE's reconstructions of the held-out episodes (every ``heldout_every``-th, as
+    training holds them out): ``frames`` frames from ``skip`` on in each, encoded and decoded ``clip`` at a time."""
+    import torch
+
+    from worldsim.data.dataset import EpisodeDataset
+    from worldsim.frames import to_model, to_uint8
+    from worldsim.metrics import psnr_frames
+    from worldsim.models.vae import load_vae
+
+    vae, _ = load_vae(vae_path)
+    data = EpisodeDataset(data_dir)
+    held = [i for i in range(len(data)) if i % heldout_every == 0]
+    reals, recons = [], []
+    with torch.no_grad():
+        for i in held:
+            f = data.episode(i).frames[skip : skip + frames]
+            for k in range(0, len(f) - clip + 1, clip):
+                reals.append(f[k : k + clip])
+                recons.append(to_uint8(vae.decode(vae.encode(to_model(f[None, k : k + clip], "cpu"))))[0])
+    if not reals:
+        raise ValueError(f"no held-out episode of {data_dir} has {skip + clip} frames; lower --skip")
+    real, recon = np.concatenate(reals), np.concatenate(recons)
+    return {"vae": vae_path, "episodes": held, "frame_psnr": float(psnr_frames(recon, real).mean()),
+            **compare(real, recon)}
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="Does a Pong VAE keep the ball and paddles? (held-out episodes)")
+    p.add_argument("vae", help="a VAE file (runs/pong/vae.safetensors)")
+    p.add_argument("data", help="the dataset it was trained on (data/pong)")
+    p.add_argument("--heldout-every", type=int, default=10)
+    args = p.parse_args()
+    print(json.dumps(vae_report(args.vae, args.data, args.heldout_every), indent=2))
