@@ -20,6 +20,7 @@ COURT_ROWS = slice(11, 59)
 BALL_COLS = slice(8, 56)
 PADDLE_COLS = (slice(5, 9), slice(55, 59))
 BALL_BLUE = 100
+COURT = (144, 72, 17)
 
 
 def _check(frames: np.ndarray) -> None:
@@ -37,6 +38,18 @@ def find_ball(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     present = np.take_along_axis(flat, at[..., None], -1)[..., 0] > BALL_BLUE
     rows, cols = np.divmod(at, blue.shape[-1])
     return present, np.stack([rows + COURT_ROWS.start, cols + BALL_COLS.start], -1)
+
+
+def player_paddle(frames: np.ndarray) -> np.ndarray:
+    """The row of the centre of the player's (right, green) paddle in frames (..., 64, 64, 3) uint8 -> (...)
+    float, NaN where it is not on the court."""
+    _check(frames)
+    strip = frames[..., COURT_ROWS, PADDLE_COLS[1], :].astype(np.int16)
+    on = np.abs(strip - np.array(COURT, np.int16)).sum(-1).max(-1) > 60  # (..., rows)
+    rows = np.arange(COURT_ROWS.start, COURT_ROWS.stop, dtype=np.float64)
+    n = on.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (on * rows).sum(-1) / n, np.nan)
 
 
 def _window_psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -41,3 +41,21 @@ def test_other_frame_sizes_are_refused():
 
     with pytest.raises(ValueError, match="64x64"):
         find_ball(np.zeros((2, 84, 84, 3), np.uint8))
+
+
+def test_the_players_paddle_follows_the_keys():
+    pytest.importorskip("ale_py")
+    from envs.pong import DOWN, UP
+    from envs.pong_objects import player_paddle
+
+    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
+    env = world.make_env()
+    rows = {}
+    for action in (UP, DOWN):
+        obs, _ = env.reset(seed=0)
+        start = player_paddle(obs)
+        for _ in range(4):
+            obs, *_ = env.step(action)
+        rows[action] = player_paddle(obs) - start
+    env.close()
+    assert rows[UP] < -10 and rows[DOWN] > 10  # rows grow downwards
