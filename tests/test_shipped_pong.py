@@ -39,3 +39,4 @@ def test_the_paddle_follows_the_keys_and_the_ball_stays_in_play():
     env.reset(seed=1)
     frames = np.stack([env.step(int(a))[0] for a in np.random.default_rng(0).integers(0, 6, 120)])
     assert find_ball(frames)[0].mean() > 0.3  # a ball in play most of the time (the real game: ~0.75)
+    assert np.isnan(player_paddle(frames)).mean() < 0.1  # and the paddle stays on the court
