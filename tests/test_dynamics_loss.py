@@ -121,3 +121,25 @@ def test_worlds_written_before_reward_space_decode_symlog():
     head = torch.tensor([1.0, -2.0])
     assert torch.allclose(old.reward(head), torch.sign(head) * (head.abs().exp() - 1))
     assert torch.equal(DiTConfig(reward_space="raw").reward(head), head)
+
+
+def test_latent_motion_marks_the_positions_that_change():
+    from worldsim.training.dynamics_trainer import latent_motion
+
+    z = torch.zeros(1, 4, 2, 4, 4)
+    for t in range(4):
+        z[0, t, 1, 1, t] = 2.0  # one object stepping right on a still background
+    m = latent_motion(z, 0.5)
+    assert m.shape == (1, 4, 1, 4, 4)
+    assert m[0, 2, 0, 1, 1] == 1 and m[0, 2, 0, 1, 2] == 1  # where it left and where it arrived
+    assert m[0, 2].sum() == 2 and m[0, 0].sum() == 2  # nothing else; the first frame takes the next change
+
+
+def test_motion_weight_raises_the_loss_only_where_latents_move():
+    m = dit()
+    acts = [[1, 2, 3, 4], [4, 3, 2, 1]]
+    still = batch(acts, [5, 5])
+    still["frames"] = still["frames"][:, :1].expand(-1, 4, -1, -1, -1).clone()  # nothing moves
+    assert flow(m, still, motion_weight=10.0) == flow(m, still)
+    moving = batch(acts, [5, 5])
+    assert flow(m, moving, motion_weight=10.0) > flow(m, moving)

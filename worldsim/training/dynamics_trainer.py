@@ -60,6 +60,12 @@ class DynamicsTrainConfig:
     """Weight of the reward loss (MSE in the model's ``reward_space``: symlog or raw), on frames at history levels."""
     done_weight: float = 0.5
     """Weight of the termination loss (binary cross-entropy), on frames at history levels."""
+    motion_weight: float = 0.0
+    """Extra flow-loss weight on latent positions that change from the previous frame (``latent_motion``): they
+    count ``1 + motion_weight`` times. A small moving object (Pong's ball: one latent position of 256 on a court
+    that never changes) is nothing in the mean and is averaged away without it; 0 weights every position alike."""
+    motion_threshold: float = 0.5
+    """Change (normalised latent units, largest over channels) at which a position counts fully as moving."""
     grad_clip: float = 1.0
     """Gradient-norm clipping."""
     ema_decay: float = 0.999
@@ -270,6 +276,16 @@ def latents_of(batch, encode, device) -> torch.Tensor:
     return batch["latents"].to(device) if "latents" in batch else encode(batch["frames"])
 
 
+@torch.no_grad()
+def latent_motion(z: torch.Tensor, threshold: float) -> torch.Tensor:
+    """How much each latent position changes from the previous frame (largest channel change over ``threshold``,
+    clipped to [0, 1]; a clip's first frame counts its change to the second). z (B, T, C, h, w) -> (B, T, 1, h, w)."""
+    if z.shape[1] < 2:
+        return torch.zeros_like(z[:, :, :1])
+    change = (z[:, 1:] - z[:, :-1]).abs().amax(dim=2, keepdim=True)
+    return (torch.cat([change[:, :1], change], 1) / threshold).clamp(0, 1)
+
+
 def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     z0 = latents_of(batch, encode, device)  # (B, T, C, h, w)
     b, t = z0.shape[:2]
@@ -280,7 +296,11 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     null[:, 0] |= batch["start"].to(device) == 0  # nothing led to a reset frame
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(add_noise(z0, levels, noise), levels, actions, null)
-    flow = F.mse_loss(v.float(), velocity(z0, noise))
+    if cfg.motion_weight > 0:
+        w = 1 + cfg.motion_weight * latent_motion(z0, cfg.motion_threshold)
+        flow = (w * (v.float() - velocity(z0, noise)) ** 2).mean()
+    else:
+        flow = F.mse_loss(v.float(), velocity(z0, noise))
     r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device, _reward_space(dit))
     loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
