@@ -29,7 +29,7 @@ from worldsim.metrics import (
     ssim_frames,
     warp_error,
 )
-from worldsim.response import action_response, held_actions, spreads
+from worldsim.response import held_actions, held_last_frames, spreads
 from worldsim.two_sample import two_sample_accuracy
 from worldsim.video import write_mp4
 from worldsim.world import World, load_world
@@ -139,10 +139,11 @@ def _sum_correlation(pred: np.ndarray, real: np.ndarray, k: int) -> float | None
     return float(np.corrcoef(p, r)[0, 1]) if len(r) > 1 and r.std() > 0 and p.std() > 0 else None
 
 
-def real_action_response(world: World, episodes: list, end: int, frames: int, seed: int) -> dict[str, Any] | None:
-    """The same measure in the real env: each episode is replayed from its seed up to frame ``end`` - 1
-    (the last context frame), then every action is held for ``frames`` frames. None when a replay does
-    not reproduce the recorded frame (the env is not deterministic given its seed and actions)."""
+def real_held_last_frames(world: World, episodes: list, end: int, frames: int, seed: int) -> tuple[list, np.ndarray] | None:
+    """The action-response test in the real env: each episode is replayed from its seed up to frame ``end`` - 1
+    (the last context frame), then every action is held for ``frames`` frames: (the actions, the last frames
+    (E, n, H, W, 3) float32). None when a replay does not reproduce the recorded frame (the env is not
+    deterministic given its seed and actions)."""
     acts = held_actions(world.action_space, 4, seed)
     sw = source_world(dict(world.source))
     env = sw.make_env()
@@ -164,7 +165,7 @@ def real_action_response(world: World, episodes: list, end: int, frames: int, se
             last.append(np.stack(runs))
     finally:
         env.close()
-    return spreads(np.stack(last), None, acts, frames)
+    return acts, np.stack(last)
 
 
 def realism(real: np.ndarray, gen: np.ndarray, steps: int, seed: int) -> dict[str, float]:
@@ -327,7 +328,11 @@ def _key_object_goals(objects: dict[str, Any] | None, segments: list[dict[str, A
     recon = objects["reconstructed"]
     return {"vae_keeps_ball_recall_ge_0.9": (recon["ball_recall"] or 0) >= 0.9,
             # The ball does not fade out of a long rollout: every segment shows it at least half as often as the game.
-            "ball_survives_long_rollout": all(x["generated_ball_rate"] >= 0.5 * x["real_ball_rate"] for x in segments)}
+            "ball_survives_long_rollout": all(x["generated_ball_rate"] >= 0.5 * x["real_ball_rate"] for x in segments),
+            # In place of the inverse-dynamics ratio, which is meaningless on Pong: the paddle follows the keys.
+            **({"paddle_gap_ratio_ge_0.9": (paddle["ratio"] or 0) >= 0.9,
+                "paddle_direction_agreement_ge_0.9": (paddle["direction_agreement"] or 0) >= 0.9}
+               if (paddle := objects.get("paddle_response")) else {})}
 
 
 def _reconstruct(world: World, clips: np.ndarray) -> np.ndarray:
@@ -407,8 +412,10 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         controllability = {"idm_accuracy_real": acc_real, "idm_accuracy_generated": acc_gen,
                            "idm_accuracy_reconstructed": accuracy(idm, cp, ca),
                            "ratio": acc_gen / max(acc_real, 1e-9), "balanced": True, "classes": n}
-    response = {"model": action_response(world, real[:, :c], acts[:, :c], cfg.response_frames, cfg.seed),
-                "real": real_action_response(world, eps, s + c, cfg.response_frames, cfg.seed)}
+    held, model_last = held_last_frames(world, real[:, :c], acts[:, :c], cfg.response_frames, cfg.seed)
+    real_held = real_held_last_frames(world, eps, s + c, cfg.response_frames, cfg.seed)
+    response = {"model": spreads(model_last[0], model_last[1], held, cfg.response_frames),
+                "real": None if real_held is None else spreads(real_held[1], None, held, cfg.response_frames)}
     if response["real"]:
         response["model_vs_real"] = response["model"]["action_spread"] / max(response["real"]["action_spread"], 1e-9)
     # 5. Reward and termination heads, teacher-forced on held-out real transitions.
@@ -431,6 +438,10 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     other = second_driver(world, cfg)
     memory = track_memory(world, cfg)
     objects = key_objects(world, real, recon, gen, c)
+    if objects is not None and real_held is not None:
+        # Pong's controllability: the inverse-dynamics classifier is at chance on its real transitions (a few
+        # pixels of paddle, FIRE = NOOP, sticky keys), so the paddle itself is read, world against game.
+        objects["paddle_response"] = pong_objects.paddle_response(real[:, c - 1], model_last[0], real_held[1], held)
     if objects is not None:
         for seg in segments:
             k = seg["start"]

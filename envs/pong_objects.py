@@ -13,6 +13,8 @@ ball.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 FRAME_SIZE = 64
@@ -93,6 +95,41 @@ def compare(real: np.ndarray, other: np.ndarray, radius: int = 2, near: float = 
 def ball_rate(frames: np.ndarray) -> float:
     """The share of frames (..., 64, 64, 3) that show a ball."""
     return float(find_ball(frames)[0].mean())
+
+
+def paddle_response(start: np.ndarray, world_last: np.ndarray, real_last: np.ndarray, actions: list,
+                    up: int = 2, down: int = 3) -> dict[str, Any]:
+    """Does the player's paddle follow the keys as in the game? From the same states, each action of ``actions``
+    was held for some frames in the world and in the real game. ``start`` (E, 64, 64, 3): the frame before the
+    keys; ``world_last``, ``real_last`` (E, n, 64, 64, 3): the last frames per action. ``up``, ``down``: the
+    actions that move the paddle (ALE's RIGHT and LEFT in Pong).
+
+    ``moved_*``: the paddle's mean move in rows per action (up is negative); ``down_minus_up``: the mean gap
+    between holding down and holding up, world and game, and their ``ratio``; ``direction_agreement``: the share
+    of states where the world moves the paddle the way the game does (down below up, or no gap where the game
+    has none; a paddle the world loses counts as a miss); ``paddle_missing``: the share of the world's last
+    frames without the player's paddle."""
+    if up not in actions or down not in actions:
+        raise ValueError(f"paddle_response needs the up ({up}) and down ({down}) actions among {actions}")
+    iu, idn = actions.index(up), actions.index(down)
+    p0 = player_paddle(start)[:, None]
+    moved_w = player_paddle(np.asarray(world_last).astype(np.uint8)) - p0  # (E, n)
+    moved_r = player_paddle(np.asarray(real_last).astype(np.uint8)) - p0
+    gap_w, gap_r = moved_w[:, idn] - moved_w[:, iu], moved_r[:, idn] - moved_r[:, iu]
+    same = np.where(np.isnan(gap_w) | np.isnan(gap_r), False, np.sign(np.round(gap_w)) == np.sign(np.round(gap_r)))
+    known = ~np.isnan(gap_r)
+    world_gap, real_gap = _nanmean(gap_w), _nanmean(gap_r)
+    return {"states": len(start), "actions": [int(a) for a in actions],
+            "moved_world": [_nanmean(x) for x in moved_w.T], "moved_real": [_nanmean(x) for x in moved_r.T],
+            "down_minus_up_world": world_gap, "down_minus_up_real": real_gap,
+            "ratio": world_gap / real_gap if world_gap is not None and real_gap else None,
+            "direction_agreement": float(same[known].mean()) if known.any() else None,
+            "paddle_missing": float(np.isnan(moved_w).mean())}
+
+
+def _nanmean(x: np.ndarray) -> float | None:
+    x = np.asarray(x, np.float64)
+    return float(np.nanmean(x)) if (~np.isnan(x)).any() else None
 
 
 def vae_report(vae_path: str, data_dir: str, heldout_every: int = 10, skip: int = 100, frames: int = 400,

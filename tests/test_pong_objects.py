@@ -59,3 +59,38 @@ def test_the_players_paddle_follows_the_keys():
         rows[action] = player_paddle(obs) - start
     env.close()
     assert rows[UP] < -10 and rows[DOWN] > 10  # rows grow downwards
+
+
+def test_paddle_response_tells_a_paddle_that_follows_the_keys_from_one_that_does_not():
+    pytest.importorskip("ale_py")
+    from envs.pong import DOWN, NOOP, UP
+    from envs.pong_objects import COURT, PADDLE_COLS, paddle_response
+
+    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
+    env = world.make_env()
+    actions, starts, last = [NOOP, UP, DOWN], [], []
+    for seed in (0, 1, 2):
+        runs = []
+        for action in actions:
+            obs, _ = env.reset(seed=seed)
+            start = obs
+            for _ in range(3):
+                obs, *_ = env.step(action)
+            runs.append(obs)
+        starts.append(start)
+        last.append(np.stack(runs))
+    env.close()
+    starts, last = np.stack(starts), np.stack(last)
+    same = paddle_response(starts, last, last, actions)
+    assert same["ratio"] == 1 and same["direction_agreement"] == 1 and same["paddle_missing"] == 0
+    assert same["moved_real"][1] < 0 < same["moved_real"][2]  # up, then down
+    swapped = paddle_response(starts, last[:, [0, 2, 1]], last, actions)  # a world that moves the other way
+    assert swapped["ratio"] < 0 and swapped["direction_agreement"] == 0
+    frozen = paddle_response(starts, np.repeat(starts[:, None], 3, 1), last, actions)  # keys do nothing
+    assert frozen["ratio"] == 0 and frozen["direction_agreement"] == 0
+    faded = last.copy()
+    faded[..., PADDLE_COLS[1], :] = COURT  # the world lost the paddle
+    lost = paddle_response(starts, faded, last, actions)
+    assert lost["paddle_missing"] == 1 and lost["direction_agreement"] == 0 and lost["ratio"] is None
+    with pytest.raises(ValueError, match="up"):
+        paddle_response(starts, last[:, :1], last[:, :1], [NOOP])

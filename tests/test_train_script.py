@@ -206,6 +206,9 @@ def test_tiny_pong_world_trains_plays_and_checks(tmp_path):
     world_file = tmp_path / "runs" / "pong-tiny" / "pong.safetensors"
     report = json.loads((tmp_path / "runs" / "pong-tiny" / "eval" / "report.json").read_text())
     assert report["second_driver"]["driver"] == "random"
+    paddle = report["key_objects"]["paddle_response"]  # the paddle read from the same states, world and game
+    assert paddle["states"] >= 1 and len(paddle["moved_real"]) == 6 and paddle["moved_real"][2] < paddle["moved_real"][3]
+    assert {"paddle_gap_ratio_ge_0.9", "paddle_direction_agreement_ge_0.9"} <= set(report["goals"])
 
     video = tmp_path / "pong.mp4"
     play = subprocess.run([sys.executable, str(ROOT / "play.py"), "--checkpoint", str(world_file), "--headless",

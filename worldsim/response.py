@@ -22,6 +22,23 @@ def held_actions(space, k: int, seed: int) -> list:
     return [space.sample() for _ in range(k)]
 
 
+def held_last_frames(world: World, context: np.ndarray, context_actions: np.ndarray, frames: int, seed: int,
+                     sampler: SamplerConfig | None = None) -> tuple[list, np.ndarray]:
+    """From each context (E, T, H, W, 3), every action of ``held_actions`` held for ``frames`` frames, once with
+    sampling seed ``seed`` and once with ``seed + 1``: (the actions, the last frames (2, E, n, H, W, 3) float32).
+    One simulator per action, so every action sees the same noise."""
+    acts = held_actions(world.action_space, 4, seed)
+    e = len(context)
+    last = []
+    for s in (seed, seed + 1):
+        runs = []
+        for act in acts:
+            held = np.broadcast_to(np.asarray(act), (e, frames, *np.shape(act)))
+            runs.append(world.simulator(e, sampler, seed=s).rollout(context, context_actions, held)[:, -1].astype(np.float32))
+        last.append(np.stack(runs, 1))
+    return acts, np.stack(last)
+
+
 def action_response(world: World, context: np.ndarray, context_actions: np.ndarray, frames: int, seed: int,
                     sampler: SamplerConfig | None = None) -> dict[str, Any]:
     """How much the keys change the picture, against sampling noise: from each context (E, T, H, W, 3),
@@ -29,15 +46,7 @@ def action_response(world: World, context: np.ndarray, context_actions: np.ndarr
     seed. Reports the mean absolute pixel difference (0-255) of the last frames between different
     actions (``action_spread``) and between the two seeds of one action (``seed_spread``), and per
     action vs the first (e.g. no-op). ``sampler``: other sampler settings than the world's."""
-    acts = held_actions(world.action_space, 4, seed)
-    e = len(context)
-    last = []  # per seed: (E, n, H, W, 3); one simulator per action, so every action sees the same noise
-    for s in (seed, seed + 1):
-        runs = []
-        for act in acts:
-            held = np.broadcast_to(np.asarray(act), (e, frames, *np.shape(act)))
-            runs.append(world.simulator(e, sampler, seed=s).rollout(context, context_actions, held)[:, -1].astype(np.float32))
-        last.append(np.stack(runs, 1))
+    acts, last = held_last_frames(world, context, context_actions, frames, seed, sampler)
     return spreads(last[0], last[1], acts, frames)
 
 
