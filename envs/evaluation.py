@@ -438,11 +438,11 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     other = second_driver(world, cfg)
     memory = track_memory(world, cfg)
     objects = key_objects(world, real, recon, gen, c)
-    if objects is not None and real_held is not None:
-        # Pong's controllability: the inverse-dynamics classifier is at chance on its real transitions (a few
-        # pixels of paddle, FIRE = NOOP, sticky keys), so the paddle itself is read, world against game.
-        objects["paddle_response"] = pong_objects.paddle_response(real[:, c - 1], model_last[0], real_held[1], held)
     if objects is not None:
+        if real_held is not None:
+            # Pong's controllability: the inverse-dynamics classifier is at chance on its real transitions (a few
+            # pixels of paddle, FIRE = NOOP), so the paddle itself is read, world against game.
+            objects["paddle_response"] = pong_objects.paddle_response(real[:, c - 1], model_last[0], real_held[1], held)
         for seg in segments:
             k = seg["start"]
             seg["generated_ball_rate"] = pong_objects.ball_rate(long_gen[k : k + cfg.segment])

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .pong import DOWN, UP
+
 FRAME_SIZE = 64
 COURT_ROWS = slice(11, 59)
 BALL_COLS = slice(8, 56)
@@ -98,7 +100,7 @@ def ball_rate(frames: np.ndarray) -> float:
 
 
 def paddle_response(start: np.ndarray, world_last: np.ndarray, real_last: np.ndarray, actions: list,
-                    up: int = 2, down: int = 3) -> dict[str, Any]:
+                    up: int = UP, down: int = DOWN) -> dict[str, Any]:
     """Does the player's paddle follow the keys as in the game? From the same states, each action of ``actions``
     was held for some frames in the world and in the real game. ``start`` (E, 64, 64, 3): the frame before the
     keys; ``world_last``, ``real_last`` (E, n, 64, 64, 3): the last frames per action. ``up``, ``down``: the
