@@ -40,10 +40,18 @@ class DrivingPolicy:
     one random action for a while: hard turns, braking, full gas, coasting) and
     ``wander`` (steer steadily to one side, usually off the road, then the
     controller takes over again and recovers).
+
+    ``frame_skip``: the policy is asked once per ``frame_skip`` game frames (a world recorded at a frame
+    skip); manoeuvres then start that much more often per decision and last that many fewer decisions, so
+    they cover the same share of the game's time as at one decision per frame.
     """
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, frame_skip: int = 1) -> None:
         self.rng = rng
+        self.skip = frame_skip
+
+    def _decisions(self, frames: int) -> int:
+        return max(1, round(frames / self.skip))
 
     def reset(self, env: gym.Env) -> None:
         self.env = env.unwrapped
@@ -94,11 +102,11 @@ class DrivingPolicy:
             self.mode = "drive"
         if self.mode == "drive":
             u = r.random()
-            if u < 0.006:
-                self.mode, self.mode_left = "burst", int(r.integers(5, 25))
+            if u < 0.006 * self.skip:
+                self.mode, self.mode_left = "burst", self._decisions(int(r.integers(5, 25)))
                 self.held = int(r.choice([NOOP, LEFT, RIGHT, GAS, BRAKE], p=[0.15, 0.25, 0.25, 0.2, 0.15]))
-            elif u < 0.009:
-                self.mode, self.mode_left = "wander", int(r.integers(15, 45))
+            elif u < 0.009 * self.skip:
+                self.mode, self.mode_left = "wander", self._decisions(int(r.integers(15, 45)))
                 self.held = int(r.choice([LEFT, RIGHT]))
         if self.mode == "burst":
             self.mode_left -= 1

@@ -126,10 +126,11 @@ def collect(world_cfg: WorldConfig, cfg: CollectConfig) -> EpisodeDataset:
     source = describe_source(world_cfg)
     if data.shards:
         old = data.source
-        for key in ("env_id", "frame_size", "action_space", "policy"):
-            if old.get(key) != source.get(key):
+        for key in ("env_id", "frame_size", "action_space", "policy", "frame_skip"):
+            default = 1 if key == "frame_skip" else None  # shards from before frame_skip was recorded
+            if old.get(key, default) != source.get(key, default):
                 raise DatasetError(
-                    f"{out} holds {key}={old.get(key)!r} data, this run records {key}={source.get(key)!r}; "
+                    f"{out} holds {key}={old.get(key, default)!r} data, this run records {key}={source.get(key)!r}; "
                     "use another data_dir=... folder"
                 )
         if old.get("seed") != cfg.seed:

@@ -11,6 +11,7 @@ import numpy as np
 from worldsim.spaces import space_to_dict
 
 from . import atari, carracing, generic, pong
+from .action_repeat import ActionRepeat
 from .keymaps import Keymap
 from .policies import RandomPolicy
 from .preprocessing import FrameObservation
@@ -41,7 +42,11 @@ class WorldConfig:
     repeat_prob: float = 0.0
     """For the random policy: probability of repeating the previous action (sticky actions)."""
     max_episode_steps: int = 1000
-    """Episodes are truncated after this many steps."""
+    """Episodes are truncated after this many steps (steps of the world: ``frame_skip`` game frames each)."""
+    frame_skip: int = 1
+    """Each step holds one action for this many frames of the real env (rewards summed, the last frame kept):
+    a world that advances this many game frames per network call. CarRacing and ``gym`` kinds; Atari ids
+    already skip 4 inside ALE."""
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -54,6 +59,11 @@ class WorldConfig:
             raise ValueError("world.policy=pursuit drives CarRacing only; use world.policy=random")
         if self.frame_size < 8:
             raise ValueError(f"world.frame_size must be at least 8, got {self.frame_size}")
+        if isinstance(self.frame_skip, bool) or not isinstance(self.frame_skip, int) or self.frame_skip < 1:
+            raise ValueError(f"world.frame_skip must be a whole number >= 1, got {self.frame_skip!r}")
+        if self.frame_skip > 1 and self.kind == "atari":
+            raise ValueError("Atari envs already repeat each action 4 frames inside ALE (frameskip); keep "
+                             "world.frame_skip=1 for world.kind=atari")
 
 
 class SourceWorld:
@@ -67,18 +77,22 @@ class SourceWorld:
         """The real env with frame observations of shape (frame_size, frame_size, 3)."""
         c = self.cfg
         kwargs = dict(c.env_kwargs)
+        if c.frame_skip > 1:  # the game's own step limit counts game frames: it must not cut episodes short
+            kwargs["max_episode_steps"] = c.max_episode_steps * c.frame_skip
         if c.kind == "carracing":
             env = carracing.make(c.env_id, render_mode, **kwargs)
         elif c.kind == "atari":
             env = atari.make(c.env_id, render_mode, c.frame_size, **kwargs)
         else:
             env = generic.make(c.env_id, render_mode, **kwargs)
+        if c.frame_skip > 1:
+            env = ActionRepeat(env, c.frame_skip)
         env = FrameObservation(env, c.frame_size)
         return gym.wrappers.TimeLimit(env, c.max_episode_steps)
 
     def make_policy(self, rng: np.random.Generator, env: gym.Env):
         if self.cfg.policy == "driver":
-            return pong.PongDriver(rng) if self.cfg.kind == "atari" else carracing.DrivingPolicy(rng)
+            return pong.PongDriver(rng) if self.cfg.kind == "atari" else carracing.DrivingPolicy(rng, self.cfg.frame_skip)
         if self.cfg.policy == "pursuit":
             return carracing.PursuitDriver(rng)
         return RandomPolicy(env.action_space, rng, self.cfg.repeat_prob)
@@ -97,7 +111,7 @@ class SourceWorld:
             return float(self.cfg.fps)
         if self.cfg.kind == "atari":
             return atari.FPS
-        return float(env.unwrapped.metadata.get("render_fps") or 30)
+        return float(env.unwrapped.metadata.get("render_fps") or 30) / self.cfg.frame_skip
 
     def describe(self, env: gym.Env) -> dict[str, Any]:
         """The JSON source description stored in every shard and checkpoint."""
@@ -113,6 +127,7 @@ class SourceWorld:
             "policy": c.policy,
             "repeat_prob": c.repeat_prob,
             "max_episode_steps": c.max_episode_steps,
+            "frame_skip": c.frame_skip,
             "keymap": self.keymap(env).to_dict(),
             "provenance": {"kind": "real", "policy": c.policy},
         }

@@ -161,3 +161,44 @@ def test_workers_exit_when_the_collection_is_killed(tmp_path):
     while any(_alive(p) for p in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(_alive(p) for p in workers)
+
+
+def test_frame_skip_holds_each_action_for_several_game_frames(tmp_path):
+    def cartpole(skip, steps=40):
+        return WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
+                           max_episode_steps=steps, frame_skip=skip)
+
+    world = SourceWorld(cartpole(3))
+    env = world.make_env()
+    env.reset(seed=0)
+    _, reward, terminated, truncated, _ = env.step(0)
+    assert reward == 3.0 and not (terminated or truncated)  # CartPole pays 1 per game frame: three were played
+    assert world.describe(env)["frame_skip"] == 3 and world.describe(env)["fps"] == 50 / 3
+    # Always pushing left ends the episode within a few world steps; the step that ends it stops there.
+    env.reset(seed=0)
+    steps, rewards = 0, []
+    while True:
+        _, r, terminated, truncated, _ = env.step(0)
+        steps, rewards = steps + 1, rewards + [r]
+        if terminated or truncated:
+            break
+    assert terminated and rewards[:-1] == [3.0] * (steps - 1) and 1 <= rewards[-1] <= 3
+    env.close()
+    # The step limit counts world steps (the game's own 500-frame limit, in game frames, is raised to match).
+    long = SourceWorld(WorldConfig(name="mc", kind="gym", env_id="MountainCar-v0", env_kwargs={}, policy="random",
+                                   max_episode_steps=210, frame_skip=3))
+    env = long.make_env()
+    env.reset(seed=0)
+    n = 0
+    while not any(env.step(1)[2:4]):
+        n += 1
+    assert n + 1 == 210  # 630 game frames, past MountainCar's own 200
+    env.close()
+    # One dataset holds one frame skip.
+    collect(cartpole(3, 12), CollectConfig(out=str(tmp_path), frames=20, workers=1, progress=False))
+    with pytest.raises(DatasetError, match="frame_skip"):
+        collect(cartpole(1, 12), CollectConfig(out=str(tmp_path), frames=60, workers=1, progress=False))
+    with pytest.raises(ValueError, match="frameskip"):
+        WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", policy="random", frame_skip=4).validate()
+    with pytest.raises(ValueError, match="frame_skip"):
+        cartpole(0).validate()

@@ -120,3 +120,29 @@ def test_motion_mask_marks_a_moving_dot_and_not_the_still_background():
     for t in range(3):
         assert m[0, t, 0, 2, 2 + 2 * t] == 1
     assert m.sum() == 3  # nothing else moves
+
+
+def test_fine_tuning_starts_from_another_vae_and_refuses_another_architecture(carracing_data, tmp_path):
+    from worldsim.models.vae import load_vae, save_vae
+    from worldsim.training.vae_trainer import VAETrainConfig, init_vae, train_vae
+
+    cfg = VAEConfig(latent_channels=4, encoder_channels=[8, 16, 16], decoder_channels=[8, 16, 16], temporal_kernel=2,
+                    norm_groups=4)
+    torch.manual_seed(0)
+    parent = CausalVAE(cfg)
+    save_vae(tmp_path / "parent.safetensors", parent)
+    torch.manual_seed(1)
+    child = CausalVAE(cfg)
+    init_vae(child, tmp_path / "parent.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), parent.state_dict().values()))
+    with pytest.raises(ValueError, match="another architecture"):
+        init_vae(CausalVAE(VAEConfig(latent_channels=4, encoder_channels=[8, 16, 16], decoder_channels=[8, 16, 16],
+                                     temporal_kernel=3, norm_groups=4)), tmp_path / "parent.safetensors")
+    # A training run from it: one small step at a tiny learning rate stays next to the parent.
+    train = VAETrainConfig(steps=1, batch_size=2, warmup=1, lr=1e-7, eval_every=1, eval_clips=2, heldout_every=2,
+                           init_from=str(tmp_path / "parent.safetensors"))
+    out = train_vae(cfg, train, carracing_data, tmp_path / "run", torch.device("cpu"))
+    tuned = load_vae(out)[0].state_dict()
+    drift = max(float((tuned[k].float() - v.float()).abs().max()) for k, v in parent.state_dict().items()
+                if v.is_floating_point())
+    assert drift < 1e-3, drift

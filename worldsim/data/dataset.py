@@ -16,7 +16,8 @@ from .episodes import DatasetError, Episode, EpisodeShard
 Split = Literal["all", "train", "heldout"]
 
 # Keys of the source description that every shard of one dataset must agree on.
-_SOURCE_KEYS = ("env_id", "frame_size", "action_space")
+_SOURCE_KEYS = ("env_id", "frame_size", "action_space", "frame_skip")
+_SOURCE_DEFAULTS = {"frame_skip": 1}  # shards written before the key existed
 
 
 def provenance(source: dict[str, Any]) -> tuple[str, str | None]:
@@ -75,9 +76,10 @@ class EpisodeDataset:
     def _check_source(self, shard: EpisodeShard) -> None:
         first = self.shards[0]
         for key in _SOURCE_KEYS:
-            if shard.source.get(key) != first.source.get(key):
+            a, b = (s.source.get(key, _SOURCE_DEFAULTS.get(key)) for s in (shard, first))
+            if a != b:
                 raise DatasetError(
-                    f"{shard.path}: {key}={shard.source.get(key)!r} but {first.path} has {first.source.get(key)!r}; "
+                    f"{shard.path}: {key}={a!r} but {first.path} has {b!r}; "
                     "one dataset folder holds one source"
                 )
         if not self.allow_mixed and provenance(shard.source) != provenance(first.source):

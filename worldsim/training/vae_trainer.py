@@ -62,6 +62,28 @@ class VAETrainConfig:
     """``auto`` (bf16 autocast on GPUs that have it, else fp32), ``bf16`` or ``fp32``."""
     seed: int = 0
     """Seed of initialisation and data order."""
+    init_from: str | None = None
+    """Fine-tune: start from this VAE file's (or world file's) weights, in a fresh run; the architecture must be
+    the same. E.g. a world recorded at another frame skip, whose causal convolutions see other motion."""
+
+
+def init_vae(vae: CausalVAE, path) -> None:
+    """Load a VAE file's or a world file's VAE weights into ``vae`` (same config, every tensor)."""
+    from ..checkpoint import CheckpointError
+    from ..models.vae import load_vae
+    from ..world import load_world
+
+    try:
+        other, _ = load_vae(path)
+    except CheckpointError as e:
+        try:
+            other = load_world(path).vae
+        except CheckpointError:
+            raise e from None
+    if to_dict(other.cfg) != to_dict(vae.cfg):
+        raise ValueError(f"{path} holds a VAE of another architecture ({to_dict(other.cfg)}) than vae.model "
+                         f"({to_dict(vae.cfg)}); set vae.model to match it, or train without vae.train.init_from")
+    vae.load_state_dict(other.state_dict())
 
 
 @torch.no_grad()
@@ -108,9 +130,13 @@ def train_vae(
         raise ValueError(f"{data_dir} has {data.source['frame_size']} px frames but vae.image_size={model_cfg.image_size}")
 
     vae = CausalVAE(model_cfg).to(device)
+    state_path, out_path, log_path = run_dir / "vae_state.safetensors", run_dir / "vae.safetensors", run_dir / "vae_log.jsonl"
+    if cfg.init_from and not state_path.exists():  # before the EMA copies the weights
+        init_vae(vae, cfg.init_from)
+        if ranks.main:
+            print(f"initialised from {cfg.init_from}")
     ema = EMA(vae, cfg.ema_decay).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    state_path, out_path, log_path = run_dir / "vae_state.safetensors", run_dir / "vae.safetensors", run_dir / "vae_log.jsonl"
     step = 0
     if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
         step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
