@@ -134,7 +134,7 @@ def test_fine_tuning_starts_from_another_vae_and_refuses_another_architecture(ca
     torch.manual_seed(1)
     child = CausalVAE(cfg)
     init_vae(child, tmp_path / "parent.safetensors")
-    assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), parent.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), parent.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="another architecture"):
         init_vae(CausalVAE(VAEConfig(latent_channels=4, encoder_channels=[8, 16, 16], decoder_channels=[8, 16, 16],
                                      temporal_kernel=3, norm_groups=4)), tmp_path / "parent.safetensors")
