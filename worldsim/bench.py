@@ -195,6 +195,30 @@ def bench_gym_step(world_path: Path, device: torch.device, iters: int, warmup: i
     return {**p, "fps": 1e3 / p["p50_ms"]}
 
 
+def bench_real_env(source: dict, steps: int = 300) -> float:
+    """Steps per second of the real env behind a world, in one process, as the world's data was recorded (its
+    frame size and frame skip; random actions, seeded): the rate the world is compared with."""
+    from envs.source import source_world
+
+    sw = source_world(dict(source, max_episode_steps=10**6))
+    env = sw.make_env()
+    try:
+        env.reset(seed=0)
+        env.action_space.seed(0)
+
+        def play(n: int) -> None:
+            for _ in range(n):
+                if any(env.step(env.action_space.sample())[2:4]):
+                    env.reset()
+
+        play(5)
+        t = time.perf_counter()
+        play(steps)
+        return steps / (time.perf_counter() - t)
+    finally:
+        env.close()
+
+
 def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters: int, sync_n: int = 16) -> dict[str, float]:
     """World-steps/s of the vector env at each N, and a SyncVectorEnv of ``sync_n`` single envs for comparison."""
     import gymnasium as gym
@@ -216,7 +240,8 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
     # The env as it comes (dtype auto: bf16 on a CPU with native bf16; the world's stored window), with latent
     # observations (no VAE decode: what stage=agent reads), and in float32 over the whole trained window (the
     # default before both became the world's and the machine's choice).
-    trained = load_world(world_path).dit.cfg.window
+    world = load_world(world_path)
+    trained, skip = world.dit.cfg.window, int(world.source.get("frame_skip") or 1)
     variants = {"": {}, "latents_": {"observation": "latents"},
                 "float32_trained_window_": {"dtype": "float32", "window": trained}}
     for n in sizes:
@@ -235,6 +260,12 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
         sync.close()
         if f"world_steps_per_s_N{sync_n}" in out:
             out[f"native_over_sync_N{sync_n}"] = out[f"world_steps_per_s_N{sync_n}"] / out[f"sync_vector_world_steps_per_s_N{sync_n}"]
+    if world.source.get("kind"):  # a world made from a real env (not the random timing world): the env's own rate
+        out["real_env_steps_per_s"] = bench_real_env(world.source, max(50, 10 * iters))
+    if skip > 1:  # each world step is `skip` game frames: the rates in game time
+        out["frame_skip"] = skip
+        for k in [k for k in out if "steps_per_s" in k]:
+            out[k.replace("steps_per_s", "game_frames_per_s")] = out[k] * skip
     return out
 
 
