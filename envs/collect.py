@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldsim.data.dataset import EpisodeDataset
+from worldsim.data.dataset import EpisodeDataset, source_value
 from worldsim.data.episodes import DatasetError, Episode, write_shard
 from worldsim.spaces import action_array_spec, null_action
 
@@ -127,10 +127,9 @@ def collect(world_cfg: WorldConfig, cfg: CollectConfig) -> EpisodeDataset:
     if data.shards:
         old = data.source
         for key in ("env_id", "frame_size", "action_space", "policy", "frame_skip"):
-            default = 1 if key == "frame_skip" else None  # shards from before frame_skip was recorded
-            if old.get(key, default) != source.get(key, default):
+            if source_value(old, key) != source_value(source, key):
                 raise DatasetError(
-                    f"{out} holds {key}={old.get(key, default)!r} data, this run records {key}={source.get(key)!r}; "
+                    f"{out} holds {key}={source_value(old, key)!r} data, this run records {key}={source.get(key)!r}; "
                     "use another data_dir=... folder"
                 )
         if old.get("seed") != cfg.seed:

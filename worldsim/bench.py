@@ -240,8 +240,10 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
     # The env as it comes (dtype auto: bf16 on a CPU with native bf16; the world's stored window), with latent
     # observations (no VAE decode: what stage=agent reads), and in float32 over the whole trained window (the
     # default before both became the world's and the machine's choice).
+    from .data.dataset import source_value
+
     world = load_world(world_path)
-    trained, skip = world.dit.cfg.window, int(world.source.get("frame_skip") or 1)
+    trained, skip = world.dit.cfg.window, int(source_value(world.source, "frame_skip"))
     variants = {"": {}, "latents_": {"observation": "latents"},
                 "float32_trained_window_": {"dtype": "float32", "window": trained}}
     for n in sizes:

@@ -17,7 +17,12 @@ Split = Literal["all", "train", "heldout"]
 
 # Keys of the source description that every shard of one dataset must agree on.
 _SOURCE_KEYS = ("env_id", "frame_size", "action_space", "frame_skip")
-_SOURCE_DEFAULTS = {"frame_skip": 1}  # shards written before the key existed
+_SOURCE_DEFAULTS = {"frame_skip": 1}  # shards and world files written before the key existed
+
+
+def source_value(source: dict[str, Any], key: str) -> Any:
+    """``source[key]``, or what it meant before the key was recorded (``frame_skip``: 1)."""
+    return source.get(key, _SOURCE_DEFAULTS.get(key))
 
 
 def provenance(source: dict[str, Any]) -> tuple[str, str | None]:
@@ -76,7 +81,7 @@ class EpisodeDataset:
     def _check_source(self, shard: EpisodeShard) -> None:
         first = self.shards[0]
         for key in _SOURCE_KEYS:
-            a, b = (s.source.get(key, _SOURCE_DEFAULTS.get(key)) for s in (shard, first))
+            a, b = source_value(shard.source, key), source_value(first.source, key)
             if a != b:
                 raise DatasetError(
                     f"{shard.path}: {key}={a!r} but {first.path} has {b!r}; "
