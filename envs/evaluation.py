@@ -34,7 +34,8 @@ from worldsim.two_sample import two_sample_accuracy
 from worldsim.video import write_mp4
 from worldsim.world import World, load_world
 
-from . import pong_objects
+from . import boxing_objects, pong_objects
+from .boxing import is_boxing
 from .collect import run_episode
 from .pong import is_pong
 from .source import source_world
@@ -303,18 +304,31 @@ def _second_driver_goals(other: dict[str, Any] | None) -> dict[str, bool]:
 
 
 def key_objects(world: World, real: np.ndarray, recon: np.ndarray, gen: np.ndarray, c: int) -> dict[str, Any] | None:
-    """Pong's ball and paddles (envs/pong_objects.py) in the reconstructed, generated and copy-last frames of the
-    fidelity clips, against the real ones; None for other games. ``real`` (E, c + H, ...), ``recon`` (E, 1 + H,
-    ...) from the last context frame on, ``gen`` (E, H, ...)."""
-    if not is_pong(str(world.source.get("env_id", ""))) or real.shape[-2] != pong_objects.FRAME_SIZE:
+    """Pong's ball and paddles (envs/pong_objects.py), Boxing's boxers (envs/boxing_objects.py) in the
+    reconstructed, generated and copy-last frames of the fidelity clips, against the real ones; None for other
+    games. ``real`` (E, c + H, ...), ``recon`` (E, 1 + H, ...) from the last context frame on, ``gen`` (E, H, ...)."""
+    game = key_object_game(world)
+    if game is None:
         return None
     target = real[:, c:]
     copy_last = np.broadcast_to(real[:, c - 1 : c], target.shape)
+    if game == "boxing":
+        return {"reconstructed": boxing_objects.compare(target, recon[:, 1:]),
+                "generated": boxing_objects.compare(target, gen),
+                "copy_last": boxing_objects.compare(target, np.ascontiguousarray(copy_last))}
     return {"reconstructed": pong_objects.compare(target, recon[:, 1:]),
             "generated": pong_objects.compare(target, gen),
             "copy_last": pong_objects.compare(target, copy_last),
             "generated_by_frame_ball_rate": _ball_rate_by_frame(gen),
             "real_by_frame_ball_rate": _ball_rate_by_frame(target)}
+
+
+def key_object_game(world: World) -> str | None:
+    """``pong`` or ``boxing`` where the world's game has key objects read from its 64x64 frames, else None."""
+    env_id = str(world.source.get("env_id", ""))
+    if world.source.get("frame_size", pong_objects.FRAME_SIZE) != pong_objects.FRAME_SIZE:
+        return None
+    return "pong" if is_pong(env_id) else "boxing" if is_boxing(env_id) else None
 
 
 def _ball_rate_by_frame(clips: np.ndarray) -> list[float]:
@@ -326,6 +340,11 @@ def _key_object_goals(objects: dict[str, Any] | None, segments: list[dict[str, A
     if objects is None:
         return {}
     recon = objects["reconstructed"]
+    if "white_recall" in recon:  # Boxing
+        return {"vae_keeps_boxers_recall_ge_0.9": min(recon["white_recall"] or 0, recon["black_recall"] or 0) >= 0.9,
+                # Neither boxer fades out of a long rollout: every segment shows both in 90% of its frames.
+                "boxers_survive_long_rollout": all(x["generated_boxer_rate"] >= 0.9 * x["real_boxer_rate"]
+                                                   for x in segments)}
     return {"vae_keeps_ball_recall_ge_0.9": (recon["ball_recall"] or 0) >= 0.9,
             # The ball does not fade out of a long rollout: every segment shows it at least half as often as the game.
             "ball_survives_long_rollout": all(x["generated_ball_rate"] >= 0.5 * x["real_ball_rate"] for x in segments),
@@ -438,7 +457,12 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     other = second_driver(world, cfg)
     memory = track_memory(world, cfg)
     objects = key_objects(world, real, recon, gen, c)
-    if objects is not None:
+    if objects is not None and key_object_game(world) == "boxing":
+        for seg in segments:
+            k = seg["start"]
+            seg["generated_boxer_rate"] = boxing_objects.boxer_rate(long_gen[k : k + cfg.segment])
+            seg["real_boxer_rate"] = boxing_objects.boxer_rate(long_real[c + k : c + k + cfg.segment])
+    elif objects is not None:
         if real_held is not None:
             # Pong's controllability: the inverse-dynamics classifier is at chance on its real transitions (a few
             # pixels of paddle, FIRE = NOOP), so the paddle itself is read, world against game.

@@ -10,7 +10,7 @@ import numpy as np
 
 from worldsim.spaces import space_to_dict
 
-from . import atari, carracing, generic, pong
+from . import atari, boxing, carracing, generic, pong
 from .action_repeat import ActionRepeat
 from .keymaps import Keymap
 from .policies import RandomPolicy
@@ -37,7 +37,7 @@ class WorldConfig:
     fps: float | None = None
     """Frames per second of play; None takes the env's ``render_fps`` (15 for Atari with frame skip 4)."""
     policy: str = "driver"
-    """Data policy: ``driver`` (CarRacing only), ``pursuit`` (CarRacing: a second, different driver, which
+    """Data policy: ``driver`` (CarRacing, Atari Pong and Boxing), ``pursuit`` (CarRacing: a second, different driver, which
     the evaluation uses to test a world under actions its data never saw) or ``random``."""
     repeat_prob: float = 0.0
     """For the random policy: probability of repeating the previous action (sticky actions)."""
@@ -53,8 +53,8 @@ class WorldConfig:
             raise ValueError(f"world.kind must be one of {KINDS}, got {self.kind!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"world.policy must be one of {POLICIES}, got {self.policy!r}")
-        if self.policy == "driver" and not (self.kind == "carracing" or (self.kind == "atari" and pong.is_pong(self.env_id))):
-            raise ValueError("world.policy=driver exists for CarRacing and Atari Pong only; use world.policy=random")
+        if self.policy == "driver" and not (self.kind == "carracing" or (self.kind == "atari" and atari_driver(self.env_id))):
+            raise ValueError("world.policy=driver exists for CarRacing and Atari Pong and Boxing only; use world.policy=random")
         if self.policy == "pursuit" and self.kind != "carracing":
             raise ValueError("world.policy=pursuit drives CarRacing only; use world.policy=random")
         if self.frame_size < 8:
@@ -64,6 +64,15 @@ class WorldConfig:
         if self.frame_skip > 1 and self.kind == "atari":
             raise ValueError("Atari envs already repeat each action 4 frames inside ALE (frameskip); keep "
                              "world.frame_skip=1 for world.kind=atari")
+
+
+def atari_driver(env_id: str):
+    """The scripted data driver of an ALE game (a class taking the rng), or None where there is none."""
+    if pong.is_pong(env_id):
+        return pong.PongDriver
+    if boxing.is_boxing(env_id):
+        return boxing.BoxingDriver
+    return None
 
 
 class SourceWorld:
@@ -92,7 +101,9 @@ class SourceWorld:
 
     def make_policy(self, rng: np.random.Generator, env: gym.Env):
         if self.cfg.policy == "driver":
-            return pong.PongDriver(rng) if self.cfg.kind == "atari" else carracing.DrivingPolicy(rng, self.cfg.frame_skip)
+            if self.cfg.kind == "atari":
+                return atari_driver(self.cfg.env_id)(rng)
+            return carracing.DrivingPolicy(rng, self.cfg.frame_skip)
         if self.cfg.policy == "pursuit":
             return carracing.PursuitDriver(rng)
         return RandomPolicy(env.action_space, rng, self.cfg.repeat_prob)

@@ -90,6 +90,35 @@ def test_pong_keys_are_up_and_down_arrows():
     assert said == {(): "NOOP", ("up",): "RIGHT", ("down",): "LEFT", ("space",): "FIRE", ("space", "up"): "RIGHTFIRE"}
 
 
+def test_boxing_driver_lands_punches_and_every_action_is_seen(tmp_path):
+    pytest.importorskip("ale_py")
+    landed, taken = {}, {}
+    for policy in ("driver", "random"):
+        world = WorldConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={}, policy=policy,
+                            max_episode_steps=600)
+        data = collect(world, CollectConfig(out=str(tmp_path / policy), frames=600, workers=1, episodes_per_shard=1,
+                                            progress=False))
+        ep = data.episode(0)
+        landed[policy], taken[policy] = float(ep.rewards[ep.rewards > 0].sum()), float(-ep.rewards[ep.rewards < 0].sum())
+        if policy == "driver":
+            assert set(np.unique(ep.actions[1:])) == set(range(18))
+    # It closes in and lands punches (a whole bout: ~85 against random play's ~34). It also takes some: both boxers' punches are data.
+    assert landed["driver"] >= 2 * max(landed["random"], 1) and taken["driver"] > 0, (landed, taken)
+
+
+def test_boxing_keys_are_arrows_and_space():
+    pytest.importorskip("ale_py")
+    world = SourceWorld(WorldConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={}, policy="driver"))
+    env = world.make_env()
+    meanings = env.unwrapped.get_action_meanings()
+    keymap = world.keymap(env)
+    env.close()
+    said = {keys: meanings[keymap.action_for(keys)]
+            for keys in [(), ("up",), ("left",), ("space",), ("left", "up"), ("down", "right", "space")]}
+    assert said == {(): "NOOP", ("up",): "UP", ("left",): "LEFT", ("space",): "FIRE", ("left", "up"): "UPLEFT",
+                    ("down", "right", "space"): "DOWNRIGHTFIRE"}
+
+
 def test_generic_env_frames_come_from_rendering():
     world = SourceWorld(WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
                                     max_episode_steps=15))
@@ -101,7 +130,7 @@ def test_generic_env_frames_come_from_rendering():
 
 
 def test_bad_world_configs_are_refused():
-    with pytest.raises(ValueError, match="driver exists for CarRacing and Atari Pong only"):
+    with pytest.raises(ValueError, match="driver exists for CarRacing and Atari Pong and Boxing only"):
         WorldConfig(kind="atari", policy="driver").validate()
     with pytest.raises(ValueError, match="world.kind"):
         WorldConfig(kind="mujoco").validate()
