@@ -187,30 +187,26 @@ def test_ddp_two_cpu_processes(tmp_path, carracing_data):
     assert out.count("at step 4") == 1 and load_dynamics(tmp_path / "dynamics.safetensors")[1]["step"] == 6
 
 
-def test_tiny_pong_world_trains_plays_and_checks(tmp_path):
-    """The Atari path end to end on the shipped second game: collect Pong with its driver, train a tiny VAE and
-    dynamics model, export, evaluate (second driver: random play), then the world plays headless from its keys
-    and passes Gymnasium's env checker."""
+def _tiny_atari_world(tmp_path, world: str):
+    """Collect ``world`` with its driver, train a tiny VAE and dynamics model, export, evaluate (second driver:
+    random play), play headless into a video and pass Gymnasium's env checker -> (world file, eval report, env)."""
     pytest.importorskip("ale_py")
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
 
     import worldsim  # noqa: F401  (registers the ids)
 
-    cmd = [sys.executable, str(ROOT / "train.py"), "world=pong", "stage=all", "recipe=tiny", "collect.frames=900",
+    cmd = [sys.executable, str(ROOT / "train.py"), f"world={world}", "stage=all", "recipe=tiny", "collect.frames=900",
            "world.max_episode_steps=150", "vae.train.steps=60", "vae.train.eval_every=60", "dynamics.train.steps=60",
            "dynamics.train.eval_every=60", "eval.second_driver=random", "eval.memory_episodes=0",
            "eval.realism_steps=20", "eval.idm_steps=10", "eval.long_frames=40"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    world_file = tmp_path / "runs" / "pong-tiny" / "pong.safetensors"
-    report = json.loads((tmp_path / "runs" / "pong-tiny" / "eval" / "report.json").read_text())
+    world_file = tmp_path / "runs" / f"{world}-tiny" / f"{world}.safetensors"
+    report = json.loads((tmp_path / "runs" / f"{world}-tiny" / "eval" / "report.json").read_text())
     assert report["second_driver"]["driver"] == "random"
-    paddle = report["key_objects"]["paddle_response"]  # the paddle read from the same states, world and game
-    assert paddle["states"] >= 1 and len(paddle["moved_real"]) == 6 and paddle["moved_real"][2] < paddle["moved_real"][3]
-    assert {"paddle_gap_ratio_ge_0.9", "paddle_direction_agreement_ge_0.9"} <= set(report["goals"])
 
-    video = tmp_path / "pong.mp4"
+    video = tmp_path / f"{world}.mp4"
     play = subprocess.run([sys.executable, str(ROOT / "play.py"), "--checkpoint", str(world_file), "--headless",
                            "--frames", "12", "--record", str(video)], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
@@ -220,9 +216,34 @@ def test_tiny_pong_world_trains_plays_and_checks(tmp_path):
     env = gym.make("worldsim/World-v0", checkpoint=str(world_file), device="cpu")
     check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (64, 64, 3) and env.action_space.n == 6
+    assert obs.shape == (64, 64, 3)
+    return world_file, report, env
+
+
+def test_tiny_pong_world_trains_plays_and_checks(tmp_path):
+    """The Atari path end to end on Pong: the report reads the paddle, world and game, from the same states."""
+    _, report, env = _tiny_atari_world(tmp_path, "pong")
+    paddle = report["key_objects"]["paddle_response"]  # the paddle read from the same states, world and game
+    assert paddle["states"] >= 1 and len(paddle["moved_real"]) == 6 and paddle["moved_real"][2] < paddle["moved_real"][3]
+    assert {"paddle_gap_ratio_ge_0.9", "paddle_direction_agreement_ge_0.9"} <= set(report["goals"])
+    assert env.action_space.n == 6
     keys = env.unwrapped.get_keys_to_action()
     import pygame
 
     assert keys[(pygame.K_UP,)] == 2 and keys[(pygame.K_DOWN,)] == 3  # the paddle's up and down
+    env.close()
+
+
+def test_tiny_boxing_world_trains_plays_and_checks(tmp_path):
+    """The Atari path end to end on Boxing, the shipped Atari world: the report reads both boxers."""
+    _, report, env = _tiny_atari_world(tmp_path, "boxing")
+    objects = report["key_objects"]
+    assert objects["reconstructed"]["white_frames"] > 0 and objects["copy_last"]["black_recall"] is not None
+    assert {"vae_keeps_boxers_recall_ge_0.9", "boxers_survive_long_rollout", "idm_ratio_ge_0.9"} <= set(report["goals"])
+    assert all("generated_boxer_rate" in seg for seg in report["long_horizon"])
+    assert env.action_space.n == 18
+    keys = env.unwrapped.get_keys_to_action()
+    import pygame
+
+    assert keys[(pygame.K_SPACE,)] == 1 and keys[(pygame.K_LEFT, pygame.K_UP)] == 7  # FIRE, UPLEFT
     env.close()

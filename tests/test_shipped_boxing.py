@@ -1,0 +1,42 @@
+"""The shipped Boxing world: loads strictly, is registered, passes the env checker, the white boxer follows
+the keys and both boxers stay in the ring."""
+
+import numpy as np
+import pytest
+
+from envs.boxing import action
+from envs.boxing_objects import boxer_rate, find_boxers
+from envs.world_env import WorldModelEnv
+from worldsim.world import checkpoints_dir, load_world
+
+SHIPPED = checkpoints_dir() / "boxing.safetensors"
+pytestmark = pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped Boxing world in checkpoints/")
+
+
+def test_shipped_file_is_small_loads_strictly_and_is_registered():
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import worldsim  # noqa: F401  (registers the ids)
+
+    assert SHIPPED.stat().st_size <= 16 * 2**20
+    world = load_world(SHIPPED)
+    assert world.name == "boxing" and world.action_space.n == 18 and len(world.context_frames) >= 4
+    env = gym.make("worldsim/Boxing-v0", device="cpu")
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_the_white_boxer_follows_the_keys_and_both_stay_in_the_ring():
+    env = WorldModelEnv(world="boxing", device="cpu")
+    moved = {}
+    for name, (dx, dy) in {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}.items():
+        obs, _ = env.reset(seed=0)
+        start = find_boxers(obs)["white"][1]
+        for _ in range(6):
+            obs, *_ = env.step(action(dx, dy, False))
+        moved[name] = find_boxers(obs)["white"][1] - start  # (rows, cols)
+    assert moved["right"][1] > moved["left"][1] + 4 and moved["down"][0] > moved["up"][0] + 4, moved
+    env.reset(seed=1)
+    frames = np.stack([env.step(int(a))[0] for a in np.random.default_rng(0).integers(0, 18, 120)])
+    assert boxer_rate(frames) > 0.9  # both boxers in the ring nearly all the time (the real game: always)
