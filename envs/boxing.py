@@ -36,8 +36,8 @@ class BoxingDriver:
     """Fights the CPU boxer, with a skill drawn per episode and lapses.
 
     Modes, switched at random: ``fight`` (stand at a horizontal reach from the opponent, a few rows above or
-    below it, where punches land, and punch when lined up), ``back`` (step away from the opponent), ``burst`` (hold one random
-    action) and ``idle`` (let go of the keys).
+    below it, where punches land, and punch when lined up), ``back`` (step away from the opponent), ``burst``
+    (hold one random action) and ``idle`` (let go of the keys).
     """
 
     def __init__(self, rng: np.random.Generator) -> None:

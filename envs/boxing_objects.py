@@ -66,7 +66,8 @@ def compare(real: np.ndarray, other: np.ndarray, near: float = 3.0) -> dict[str,
         inter = (m_r[b] & m_o[b]).sum((-2, -1))
         union = (m_r[b] | m_o[b]).sum((-2, -1))
         out[f"{b}_frames"] = int(has_r.sum())
-        out[f"{b}_recall"] = float((both & (np.nan_to_num(dist, nan=np.inf) <= near)).sum() / has_r.sum()) if has_r.any() else None
+        hit = both & (np.nan_to_num(dist, nan=np.inf) <= near)
+        out[f"{b}_recall"] = float(hit.sum() / has_r.sum()) if has_r.any() else None
         out[f"{b}_error"] = float(dist[both].mean()) if both.any() else None
         out[f"{b}_iou"] = float(inter[union > 0].sum() / union[union > 0].sum()) if (union > 0).any() else None
     return out

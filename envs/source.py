@@ -37,8 +37,8 @@ class WorldConfig:
     fps: float | None = None
     """Frames per second of play; None takes the env's ``render_fps`` (15 for Atari with frame skip 4)."""
     policy: str = "driver"
-    """Data policy: ``driver`` (CarRacing, Atari Pong and Boxing), ``pursuit`` (CarRacing: a second, different driver, which
-    the evaluation uses to test a world under actions its data never saw) or ``random``."""
+    """Data policy: ``driver`` (CarRacing, Atari Pong and Boxing), ``pursuit`` (CarRacing: a second, different
+    driver, which the evaluation uses to test a world under actions its data never saw) or ``random``."""
     repeat_prob: float = 0.0
     """For the random policy: probability of repeating the previous action (sticky actions)."""
     max_episode_steps: int = 1000
@@ -53,8 +53,10 @@ class WorldConfig:
             raise ValueError(f"world.kind must be one of {KINDS}, got {self.kind!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"world.policy must be one of {POLICIES}, got {self.policy!r}")
-        if self.policy == "driver" and not (self.kind == "carracing" or (self.kind == "atari" and atari_driver(self.env_id))):
-            raise ValueError("world.policy=driver exists for CarRacing and Atari Pong and Boxing only; use world.policy=random")
+        scripted = self.kind == "carracing" or (self.kind == "atari" and atari_driver(self.env_id) is not None)
+        if self.policy == "driver" and not scripted:
+            raise ValueError("world.policy=driver exists for CarRacing and Atari Pong and Boxing only; "
+                             "use world.policy=random")
         if self.policy == "pursuit" and self.kind != "carracing":
             raise ValueError("world.policy=pursuit drives CarRacing only; use world.policy=random")
         if self.frame_size < 8:

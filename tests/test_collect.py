@@ -99,16 +99,19 @@ def test_boxing_driver_lands_punches_and_every_action_is_seen(tmp_path):
         data = collect(world, CollectConfig(out=str(tmp_path / policy), frames=600, workers=1, episodes_per_shard=1,
                                             progress=False))
         ep = data.episode(0)
-        landed[policy], taken[policy] = float(ep.rewards[ep.rewards > 0].sum()), float(-ep.rewards[ep.rewards < 0].sum())
+        landed[policy] = float(ep.rewards[ep.rewards > 0].sum())
+        taken[policy] = float(-ep.rewards[ep.rewards < 0].sum())
         if policy == "driver":
             assert set(np.unique(ep.actions[1:])) == set(range(18))
-    # It closes in and lands punches (a whole bout: ~85 against random play's ~34). It also takes some: both boxers' punches are data.
+    # It closes in and lands punches (a whole bout: ~85 against random play's ~34); it also takes some, so both
+    # boxers' punches are in the data.
     assert landed["driver"] >= 2 * max(landed["random"], 1) and taken["driver"] > 0, (landed, taken)
 
 
 def test_boxing_keys_are_arrows_and_space():
     pytest.importorskip("ale_py")
-    world = SourceWorld(WorldConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={}, policy="driver"))
+    world = SourceWorld(WorldConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={},
+                                    policy="driver"))
     env = world.make_env()
     meanings = env.unwrapped.get_action_meanings()
     keymap = world.keymap(env)
