@@ -56,9 +56,13 @@ class BoxingDriver:
         self.lapse = r.uniform(0.005, 0.03)
         self.mode, self.mode_left, self.held = "fight", 0, 0
 
-    def _fight(self) -> int:
+    def _positions(self) -> tuple[int, int, int, int]:
+        """Player x, y and opponent x, y from the RAM."""
         ram = self.ale.getRAM()
-        px, py, ex, ey = (int(ram[i]) for i in (RAM_PLAYER_X, RAM_PLAYER_Y, RAM_ENEMY_X, RAM_ENEMY_Y))
+        return tuple(int(ram[i]) for i in (RAM_PLAYER_X, RAM_PLAYER_Y, RAM_ENEMY_X, RAM_ENEMY_Y))
+
+    def _fight(self) -> int:
+        px, py, ex, ey = self._positions()
         side = -1 if px <= ex else 1  # the player's side of the opponent
         if self.rng.random() < self.switch:
             self.above = not self.above
@@ -70,8 +74,7 @@ class BoxingDriver:
         return action(dx, dy, lined and self.rng.random() < self.punch)
 
     def _back(self) -> int:
-        ram = self.ale.getRAM()
-        px, py, ex, ey = (int(ram[i]) for i in (RAM_PLAYER_X, RAM_PLAYER_Y, RAM_ENEMY_X, RAM_ENEMY_Y))
+        px, py, ex, ey = self._positions()
         return action(-1 if px <= ex else 1, int(np.sign(py - ey)) if abs(py - ey) > 2 else 0, False)
 
     def __call__(self, obs) -> int:

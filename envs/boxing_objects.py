@@ -33,10 +33,15 @@ def masks(frames: np.ndarray) -> dict[str, np.ndarray]:
 def find_boxers(frames: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """uint8 (..., 64, 64, 3) -> per boxer (present bool (...,), centroid (..., 2) rows/cols in frame pixels;
     NaN where absent)."""
+    return _centroids(masks(frames))
+
+
+def _centroids(found: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``masks``' output -> ``find_boxers``'."""
     out = {}
     rows = np.arange(RING[0].start, RING[0].stop, dtype=np.float64)[:, None]
     cols = np.arange(RING[1].start, RING[1].stop, dtype=np.float64)[None, :]
-    for name, m in masks(frames).items():
+    for name, m in found.items():
         n = m.sum((-2, -1))
         present = n >= MIN_PIXELS
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -56,8 +61,8 @@ def compare(real: np.ndarray, other: np.ndarray, near: float = 3.0) -> dict[str,
     pixels, over the frames where either shows it)."""
     if real.shape != other.shape:
         raise ValueError(f"compare needs frames of one shape, got {real.shape} and {other.shape}")
-    found_r, found_o = find_boxers(real), find_boxers(other)
     m_r, m_o = masks(real), masks(other)
+    found_r, found_o = _centroids(m_r), _centroids(m_o)
     out: dict[str, float | int | None] = {"frames": int(np.prod(real.shape[:-3]))}
     for b in BOXERS:
         (has_r, at_r), (has_o, at_o) = found_r[b], found_o[b]

@@ -303,11 +303,12 @@ def _second_driver_goals(other: dict[str, Any] | None) -> dict[str, bool]:
             "second_driver_classifier_pairs_le_0.75": look["classifier_accuracy_pairs"] <= 0.75}
 
 
-def key_objects(world: World, real: np.ndarray, recon: np.ndarray, gen: np.ndarray, c: int) -> dict[str, Any] | None:
+def key_objects(game: str | None, real: np.ndarray, recon: np.ndarray, gen: np.ndarray,
+                c: int) -> dict[str, Any] | None:
     """Pong's ball and paddles (envs/pong_objects.py), Boxing's boxers (envs/boxing_objects.py) in the
     reconstructed, generated and copy-last frames of the fidelity clips, against the real ones; None for other
-    games. ``real`` (E, c + H, ...), ``recon`` (E, 1 + H, ...) from the last context frame on, ``gen`` (E, H, ...)."""
-    game = key_object_game(world)
+    games (``game`` from ``key_object_game``). ``real`` (E, c + H, ...), ``recon`` (E, 1 + H, ...) from the last
+    context frame on, ``gen`` (E, H, ...)."""
     if game is None:
         return None
     target = real[:, c:]
@@ -315,7 +316,7 @@ def key_objects(world: World, real: np.ndarray, recon: np.ndarray, gen: np.ndarr
     if game == "boxing":
         return {"reconstructed": boxing_objects.compare(target, recon[:, 1:]),
                 "generated": boxing_objects.compare(target, gen),
-                "copy_last": boxing_objects.compare(target, np.ascontiguousarray(copy_last))}
+                "copy_last": boxing_objects.compare(target, copy_last)}
     return {"reconstructed": pong_objects.compare(target, recon[:, 1:]),
             "generated": pong_objects.compare(target, gen),
             "copy_last": pong_objects.compare(target, copy_last),
@@ -336,11 +337,12 @@ def _ball_rate_by_frame(clips: np.ndarray) -> list[float]:
     return pong_objects.find_ball(clips)[0].mean(0).tolist()
 
 
-def _key_object_goals(objects: dict[str, Any] | None, segments: list[dict[str, Any]]) -> dict[str, bool]:
+def _key_object_goals(game: str | None, objects: dict[str, Any] | None,
+                      segments: list[dict[str, Any]]) -> dict[str, bool]:
     if objects is None:
         return {}
     recon = objects["reconstructed"]
-    if "white_recall" in recon:  # Boxing
+    if game == "boxing":
         return {"vae_keeps_boxers_recall_ge_0.9": min(recon["white_recall"] or 0, recon["black_recall"] or 0) >= 0.9,
                 # Neither boxer fades out of a long rollout: every segment shows both in 90% of its frames.
                 "boxers_survive_long_rollout": all(x["generated_boxer_rate"] >= 0.9 * x["real_boxer_rate"]
@@ -456,13 +458,14 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
              "termination_accuracy": float(((pred_d >= 0.5) == all_terms).mean())}
     other = second_driver(world, cfg)
     memory = track_memory(world, cfg)
-    objects = key_objects(world, real, recon, gen, c)
-    if objects is not None and key_object_game(world) == "boxing":
+    game = key_object_game(world)
+    objects = key_objects(game, real, recon, gen, c)
+    if game == "boxing":
         for seg in segments:
             k = seg["start"]
             seg["generated_boxer_rate"] = boxing_objects.boxer_rate(long_gen[k : k + cfg.segment])
             seg["real_boxer_rate"] = boxing_objects.boxer_rate(long_real[c + k : c + k + cfg.segment])
-    elif objects is not None:
+    elif game == "pong":
         if real_held is not None:
             # Pong's controllability: the inverse-dynamics classifier is at chance on its real transitions (a few
             # pixels of paddle, FIRE = NOOP), so the paddle itself is read, world against game.
@@ -493,7 +496,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
             "no_collapse": all(x["histogram_distance"] < 0.5 and x["generated_pixel_std"] > 0.2 * x["real_pixel_std"]
                                and x["generated_frame_change"] > 0.1 * x["real_frame_change"] for x in segments),
             **_second_driver_goals(other),
-            **_key_object_goals(objects, segments),
+            **_key_object_goals(game, objects, segments),
         },
         "seconds": time.perf_counter() - started,
     }
