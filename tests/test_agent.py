@@ -269,3 +269,12 @@ def test_the_shipped_agent_sees_through_the_shipped_worlds_vae():
     assert world_vae_id(shipped) == agent.world["vae_id"]
     assert agent.meta["trained_in"] == "world" and agent.cfg.action_repeat == 4
     assert "carracing-agent" not in known_worlds()  # an agent file is not a world
+
+
+def test_the_driver_baseline_is_offered_where_the_game_has_a_scripted_driver():
+    from envs.agent.evaluation import has_driver
+
+    assert has_driver({"kind": "carracing", "env_id": "CarRacing-v3"})
+    assert has_driver({"kind": "atari", "env_id": "ALE/Boxing-v5"}) and has_driver({"kind": "atari", "env_id": "ALE/Pong-v5"})
+    assert not has_driver({"kind": "atari", "env_id": "ALE/Breakout-v5"})
+    assert not has_driver({"kind": "gym", "env_id": "CartPole-v1"})
