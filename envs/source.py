@@ -53,8 +53,7 @@ class WorldConfig:
             raise ValueError(f"world.kind must be one of {KINDS}, got {self.kind!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"world.policy must be one of {POLICIES}, got {self.policy!r}")
-        scripted = self.kind == "carracing" or (self.kind == "atari" and atari_driver(self.env_id) is not None)
-        if self.policy == "driver" and not scripted:
+        if self.policy == "driver" and not has_driver(self.kind, self.env_id):
             raise ValueError("world.policy=driver exists for CarRacing and Atari Pong and Boxing only; "
                              "use world.policy=random")
         if self.policy == "pursuit" and self.kind != "carracing":
@@ -75,6 +74,12 @@ def atari_driver(env_id: str):
     if boxing.is_boxing(env_id):
         return boxing.BoxingDriver
     return None
+
+
+def has_driver(kind: str, env_id: str) -> bool:
+    """Whether a scripted data driver (``world.policy=driver``) exists for this game: CarRacing's, or an ALE
+    game's RAM driver."""
+    return kind == "carracing" or (kind == "atari" and atari_driver(env_id) is not None)
 
 
 class SourceWorld:

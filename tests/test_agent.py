@@ -272,9 +272,9 @@ def test_the_shipped_agent_sees_through_the_shipped_worlds_vae():
 
 
 def test_the_driver_baseline_is_offered_where_the_game_has_a_scripted_driver():
-    from envs.agent.evaluation import has_driver
+    from envs.source import has_driver
 
-    assert has_driver({"kind": "carracing", "env_id": "CarRacing-v3"})
-    assert has_driver({"kind": "atari", "env_id": "ALE/Boxing-v5"}) and has_driver({"kind": "atari", "env_id": "ALE/Pong-v5"})
-    assert not has_driver({"kind": "atari", "env_id": "ALE/Breakout-v5"})
-    assert not has_driver({"kind": "gym", "env_id": "CartPole-v1"})
+    assert has_driver("carracing", "CarRacing-v3")
+    assert has_driver("atari", "ALE/Boxing-v5") and has_driver("atari", "ALE/Pong-v5")
+    assert not has_driver("atari", "ALE/Breakout-v5")
+    assert not has_driver("gym", "CartPole-v1")

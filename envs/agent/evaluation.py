@@ -23,7 +23,7 @@ import torch
 from worldsim.checkpoint import CheckpointError
 from worldsim.world import load_world, world_path
 
-from ..source import atari_driver, source_world
+from ..source import has_driver, source_world
 from ..world_core import WorldCore
 from .network import Agent, load_agent
 from .observe import RealAgentEnv, world_vae_id
@@ -129,12 +129,6 @@ def reward_check(world, traces: list[dict]) -> dict[str, Any] | None:
             "predicted_return": float(np.mean([x.sum() for x in pred])), "real_return": float(np.mean([x.sum() for x in real]))}
 
 
-def has_driver(source: dict[str, Any]) -> bool:
-    """Whether the world's source game has a scripted data driver (CarRacing's, or an ALE game's RAM driver)."""
-    kind = source.get("kind")
-    return kind == "carracing" or (kind == "atari" and atari_driver(str(source.get("env_id", ""))) is not None)
-
-
 def play_driver(world, seeds: list[int], max_frames: int | None) -> list[float]:
     """The data-collection driver (every frame, privileged) on these tracks."""
     source = dict(world.source, policy="driver")
@@ -209,7 +203,7 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     if "random" in cfg.baselines:
         baselines["random"] = _summary(play_real(lambda obs, env: int(rng.integers(n)), world, agent.cfg, seeds,
                                                  cfg.max_frames, repeat, observe=False)[0])
-    if "driver" in cfg.baselines and has_driver(world.source):
+    if "driver" in cfg.baselines and has_driver(str(world.source.get("kind")), str(world.source.get("env_id", ""))):
         baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames), privileged=True)
     for other in cfg.compare:
         a = load_agent(other, device)
