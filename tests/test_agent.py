@@ -1,6 +1,7 @@
 """Agents trained in a world: the adapter, the agent file, train.py stage=agent and stage=agent_eval."""
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -138,7 +139,8 @@ def test_agent_files_round_trip_and_foreign_or_truncated_ones_are_refused(tmp_pa
         load_agent(tmp_path / "cut.safetensors")
 
 
-def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_game(tiny_world, tmp_path):
+def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_game(tiny_world, tmp_path,
+                                                                                    carracing_data):
     run = tmp_path / "run"
     common = [f"agent.world={tiny_world}", f"run_dir={run}", "agent.train.worlds=4", "agent.train.n_steps=4",
               "agent.train.batch_size=8", "agent.train.epochs=1", "agent.train.window=null", "agent.train.save_every=1",
@@ -155,8 +157,12 @@ def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_g
     from envs.agent.network import load_agent
 
     assert load_agent(agent).meta["decisions"] == 48
+    data = tmp_path / "data"  # the world's data: the agent's real episode is added to it
+    shutil.copytree(carracing_data, data)
+    before = {p.name: p.read_bytes() for p in data.glob("*.safetensors")}
     ev = _run(["stage=agent_eval", f"agent_eval.agent={agent}", f"agent.world={tiny_world}", f"run_dir={run}",
-               "agent_eval.episodes=1", "agent_eval.max_frames=20", "agent_eval.world_episodes=1"], tmp_path)
+               "agent_eval.episodes=1", "agent_eval.max_frames=20", "agent_eval.world_episodes=1",
+               f"agent_eval.record={data}"], tmp_path)
     assert ev.returncode == 0, ev.stderr[-2000:]
     last = ev.stdout.strip().splitlines()[-1]
     assert last.startswith("real return: ") and last.endswith("over 1 episodes")
@@ -166,6 +172,16 @@ def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_g
     check = report["agent"]["world_reward_on_real_episodes"]
     assert check["episodes"] == 1 and check["frames"] == 20  # the world's reward head on the real episode
     assert (run / "agent_eval" / "returns.png").exists()
+    from worldsim.data.dataset import EpisodeDataset
+
+    assert {p.name: p.read_bytes() for p in data.glob("*.safetensors") if p.name in before} == before
+    old, both = EpisodeDataset(carracing_data), EpisodeDataset(data)
+    assert len(both) == len(old) + 1 and report["recorded"]["episodes"] == 1
+    ref = both.refs[-1]
+    assert ref.index == max(old.indices()) + 1 and ref.length == 21  # the reset frame and 20 steps
+    ep = both.episode(len(both) - 1)
+    assert ep.info["policy"] == "agent" and ep.truncated[-1] and not ep.truncated[:-1].any()
+    assert np.float32(report["agent"]["returns"][0]) == pytest.approx(ep.rewards.sum(), abs=1e-3)
 
 
 @pytest.mark.parametrize("compare", [False, True])
@@ -278,3 +294,20 @@ def test_the_driver_baseline_is_offered_where_the_game_has_a_scripted_driver():
     assert has_driver("atari", "ALE/Boxing-v5") and has_driver("atari", "ALE/Pong-v5")
     assert not has_driver("atari", "ALE/Breakout-v5")
     assert not has_driver("gym", "CartPole-v1")
+
+
+def test_recording_refuses_a_folder_of_another_game(carracing_data, tmp_path):
+    from envs.agent.record import record_episodes
+    from worldsim.data.dataset import EpisodeDataset
+    from worldsim.data.episodes import DatasetError
+
+    data = tmp_path / "data"
+    shutil.copytree(carracing_data, data)
+    source = dict(EpisodeDataset(data).source)
+    trace = {"frames": np.zeros((3, 64, 64, 3), np.uint8), "actions": [0, 1, 2], "rewards": [0.0, 1.0, -1.0],
+             "terminated": True, "truncated": False}
+    with pytest.raises(DatasetError, match="agent_eval.record"):
+        record_episodes(data, [trace], [7], dict(source, env_id="ALE/Boxing-v5"), "agent.safetensors")
+    names = sorted(p.name for p in data.glob("*.safetensors"))
+    (new,) = record_episodes(data, [trace], [7], source, "agent.safetensors")
+    assert new.name not in names and len(EpisodeDataset(data)) == len(EpisodeDataset(carracing_data)) + 1

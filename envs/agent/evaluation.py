@@ -27,6 +27,7 @@ from ..source import has_driver, source_world
 from ..world_core import WorldCore
 from .network import Agent, load_agent
 from .observe import RealAgentEnv, world_vae_id
+from .record import record_episodes
 from .worlds import AgentWorlds
 
 BASELINES = ("random", "driver")
@@ -50,6 +51,9 @@ class AgentEvalConfig:
     """Frames per real episode (default: the world's source limit, 1000 for CarRacing)."""
     reward_check_episodes: int = 4
     """The world's reward head on this many of the agent's real episodes, against the real rewards."""
+    record: str | None = None
+    """A dataset folder: the agent's real episodes are added there as episode shards (``envs/agent/record.py``),
+    to train its world on the states the agent reaches (the world's data folder, or a new one)."""
     out: str = "runs/agent_eval"
 
     def validate(self) -> None:
@@ -105,7 +109,8 @@ def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None
                 done = term or trunc
             returns.append(total)
             if env.record:
-                kept.append({k: np.asarray(v) for k, v in env.trace.items()})
+                kept.append({**{k: np.asarray(v) for k, v in env.trace.items()}, "terminated": bool(term),
+                             "truncated": bool(trunc)})
     finally:
         env.close()
     return returns, kept
@@ -192,9 +197,14 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
                               "agent_decisions_in_world": agent.meta.get("decisions"),
                               "agent_world_frames": agent.meta.get("world_frames")}
     returns, traces = play_real(agent_policy(agent), world, agent.cfg, seeds, cfg.max_frames, repeat,
-                                cfg.reward_check_episodes)
+                                cfg.episodes if cfg.record else cfg.reward_check_episodes)
     report["agent"] = _summary(returns)
-    report["agent"]["world_reward_on_real_episodes"] = reward_check(world, traces)
+    report["agent"]["world_reward_on_real_episodes"] = reward_check(world, traces[: cfg.reward_check_episodes])
+    if cfg.record:
+        shards = record_episodes(cfg.record, traces, seeds, world.source, str(agent_file))
+        report["recorded"] = {"folder": cfg.record, "episodes": len(traces), "shards": [p.name for p in shards],
+                              "frames": int(sum(len(t["frames"]) for t in traces))}
+        print(f"recorded {len(traces)} real episodes of the agent into {cfg.record} ({', '.join(p.name for p in shards)})")
     if cfg.world_episodes:
         pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device, cfg.max_frames)
         report["agent"]["predicted_in_world"] = _summary(pred)
