@@ -49,12 +49,12 @@ def main(argv=None) -> int:
         args.policy = "scripted"
     import numpy as np
 
-    from envs.keymaps import Keymap
+    from envs.games.keymaps import Keymap
+    from envs.games.policies import RandomPolicy, ScriptedPolicy
+    from envs.games.source import source_game
     from envs.play.game import Game, Side
     from envs.play.window import NoDisplayError, Window
-    from envs.policies import RandomPolicy, ScriptedPolicy
-    from envs.source import source_world
-    from envs.world_env import WorldModelEnv
+    from envs.worldenv.env import WorldModelEnv
     from worldsim.checkpoint import CheckpointError
     from worldsim.device import resolve_device
     from worldsim.video import write_mp4
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     sides = []
     if args.real or args.compare:
         try:
-            sw = source_world(world.source)
+            sw = source_game(world.source)
             real_env = sw.make_env()
         except Exception as e:  # the real env needs its own extras (box2d, ale-py)
             print(f"error: cannot make the real env {world.source.get('env_id')!r}: {e}", file=sys.stderr)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         who = f"play.py --policy {args.policy}" if args.policy else "human"
         source = dict(sw.describe(real_env), policy=who, provenance={"kind": "real", "policy": who})
         if args.real and not args.policy:  # human demonstrations become training data
-            from envs.recording import RecordEpisodes
+            from envs.recording.episodes import RecordEpisodes
 
             real_env = RecordEpisodes(real_env, f"{args.record_dir}/{world.name}-human", source=source)
             print(f"recording every episode into {args.record_dir}/{world.name}-human (train on it with "
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     if args.policy == "agent":
         from envs.agent.network import load_agent
         from envs.agent.pilot import Pilot
-        from worldsim.registration import checkpoints_dir
+        from worldsim.shipped import checkpoints_dir
 
         path = args.agent or str(checkpoints_dir() / f"{world.name}-agent.safetensors")
         try:

@@ -82,10 +82,10 @@ PIPELINE = ("collect", "vae", "dynamics", "export", "eval")
 
 
 def run_stage(cfg: DictConfig) -> None:
-    from envs.source import WorldConfig
+    from envs.games.source import SourceConfig
     from worldsim.config import from_dict
 
-    world = from_dict(WorldConfig, _plain(cfg.world), "world")
+    world = from_dict(SourceConfig, _plain(cfg.world), "world")
     world.validate()
     if cfg.stage != "all":
         return _run(cfg, cfg.stage, world)
@@ -101,7 +101,7 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
     from worldsim.config import from_dict
 
     if stage == "collect":
-        from envs.collect import CollectConfig, collect
+        from envs.recording.collect import CollectConfig, collect
 
         collect(world, from_dict(CollectConfig, dict(_plain(cfg.collect), out=cfg.data_dir), "collect"))
     elif stage == "vae":
@@ -115,7 +115,7 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
         if ranks.main:
             print(f"wrote {out}")
     elif stage == "dynamics":
-        from worldsim.engine.simulator import SamplerConfig
+        from worldsim.engine.sampler import SamplerConfig
         from worldsim.models.dit import DiTConfig
         from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
 
@@ -127,7 +127,7 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
         if ranks.main:
             print(f"wrote {out}")
     elif stage == "export":
-        from worldsim.engine.simulator import SamplerConfig
+        from worldsim.engine.sampler import SamplerConfig
         from worldsim.training.export import ExportConfig, export_world
 
         export_cfg = from_dict(ExportConfig, _plain(cfg.export), "export")
@@ -135,7 +135,7 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
         out = export_world(export_cfg, cfg.data_dir, cfg.run_dir, sampler, world.name)
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): play it with `python play.py --checkpoint {out}`")
     elif stage == "eval":
-        from envs.evaluation import EvalConfig, evaluate_world
+        from envs.evaluation.evaluate import EvalConfig, evaluate_world
 
         eval_cfg = from_dict(EvalConfig, _plain(cfg.eval), "eval")
         from worldsim.training.export import run_export_path

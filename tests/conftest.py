@@ -9,11 +9,11 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 @pytest.fixture(scope="session")
 def carracing_data(tmp_path_factory):
     """A small real CarRacing dataset (driving policy), collected once per session."""
-    from envs.collect import CollectConfig, collect
-    from envs.source import WorldConfig
+    from envs.games.source import SourceConfig
+    from envs.recording.collect import CollectConfig, collect
 
     out = tmp_path_factory.mktemp("carracing")
-    world = WorldConfig(max_episode_steps=24)
+    world = SourceConfig(max_episode_steps=24)
     collect(world, CollectConfig(out=str(out), frames=100, workers=2, episodes_per_shard=2, progress=False))
     return out
 
@@ -24,7 +24,7 @@ def tiny_world(tmp_path_factory):
     import numpy as np
     import torch
 
-    from worldsim.engine.simulator import SamplerConfig
+    from worldsim.engine.sampler import SamplerConfig
     from worldsim.models.dit import DiT, DiTConfig
     from worldsim.models.vae import CausalVAE, VAEConfig
     from worldsim.world import save_world

@@ -24,8 +24,8 @@ def _run(args, cwd):
 def test_the_single_world_agent_env_passes_the_rl_librarys_checker(tiny_world):
     from stable_baselines3.common.env_checker import check_env
 
+    from envs.agent.in_world import AgentWorldEnv
     from envs.agent.network import AgentConfig
-    from envs.agent.worlds import AgentWorldEnv
 
     env = AgentWorldEnv(str(tiny_world), AgentConfig(action_repeat=2), max_frames=10)
     with warnings.catch_warnings():
@@ -39,9 +39,9 @@ def test_the_single_world_agent_env_passes_the_rl_librarys_checker(tiny_world):
 
 
 def test_the_batched_adapter_autoresets_and_reports_episodes(tiny_world):
+    from envs.agent.in_world import AgentWorlds, sb3_vec_env
     from envs.agent.network import AgentConfig
-    from envs.agent.worlds import AgentWorlds, sb3_vec_env
-    from envs.world_core import WorldCore
+    from envs.worldenv.core import WorldCore
 
     core = WorldCore(3, tiny_world, observation="latents")
     worlds = AgentWorlds(core, AgentConfig(action_repeat=3), max_frames=7, seed=0)
@@ -63,7 +63,7 @@ def test_the_batched_adapter_autoresets_and_reports_episodes(tiny_world):
 
 
 def test_latent_observations_skip_the_decoder_and_match_the_engine(tiny_world):
-    from envs.world_vector_env import WorldModelVectorEnv
+    from envs.worldenv.vector_env import WorldModelVectorEnv
 
     # float32: latents compared exactly (dtype=auto is bf16 on a CPU with native bf16; bf16 is checked below)
     env = WorldModelVectorEnv(2, checkpoint=tiny_world, observation="latents", dtype="float32")
@@ -85,8 +85,8 @@ def test_latent_observations_skip_the_decoder_and_match_the_engine(tiny_world):
 
 
 def test_a_shorter_window_and_bf16_are_checked_and_run(tiny_world):
-    from envs.world_core import WorldCore
-    from worldsim.engine.simulator import SamplerConfig
+    from envs.worldenv.core import WorldCore
+    from worldsim.engine.sampler import SamplerConfig
 
     with pytest.raises(ValueError, match="longer than"):
         WorldCore(1, tiny_world, window=5)  # the tiny world was trained with 4
@@ -101,16 +101,16 @@ def test_a_shorter_window_and_bf16_are_checked_and_run(tiny_world):
 
 
 def test_real_observations_equal_whole_episode_encoding(tiny_world):
-    from envs.agent.observe import LatentView
+    from envs.agent.view import RealLatents
     from worldsim.data.latents import encode_episode, encoder_reach
-    from worldsim.training.dynamics_trainer import LatentEncoder
+    from worldsim.engine.latent_space import LatentEncoder
     from worldsim.world import load_world
 
     world = load_world(tiny_world)
     frames = np.random.default_rng(0).integers(0, 256, (14, 64, 64, 3), dtype=np.uint8)
     meta = {"latent_mean": world.latent_mean.tolist(), "latent_std": world.latent_std.tolist()}
     whole = encode_episode(LatentEncoder(world.vae, meta, "cpu"), frames, encoder_reach(world.vae))
-    view = LatentView(world)
+    view = RealLatents(world)
     for t, f in enumerate(frames):
         view.add(f)
         np.testing.assert_allclose(view.latent(), whole[t], atol=1e-5)
@@ -188,7 +188,7 @@ def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_g
 def test_play_with_an_agent_at_the_wheel(tiny_world, tmp_path, compare):
     import play
     from envs.agent.network import AgentConfig, AgentNet, save_agent
-    from envs.agent.observe import world_vae_id
+    from envs.agent.view import world_vae_id
     from worldsim.world import load_world
 
     world = load_world(tiny_world)
@@ -246,12 +246,12 @@ def test_a_killed_agent_run_saves_and_resumes(tiny_world, tmp_path):
 
 
 def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carracing_data):
+    from envs.agent.in_world import AgentWorlds
     from envs.agent.network import AgentConfig
     from envs.agent.starts import data_starts
-    from envs.agent.worlds import AgentWorlds
-    from envs.world_core import WorldCore
+    from envs.worldenv.core import WorldCore
     from worldsim.data.dataset import EpisodeDataset
-    from worldsim.training.dynamics_trainer import LatentEncoder
+    from worldsim.engine.latent_space import LatentEncoder
     from worldsim.world import load_world
 
     world = load_world(tiny_world)
@@ -273,8 +273,8 @@ def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carraci
 def test_the_shipped_agent_sees_through_the_shipped_worlds_vae():
     from envs.agent.evaluation import _world_for
     from envs.agent.network import load_agent
-    from envs.agent.observe import world_vae_id
-    from worldsim.registration import checkpoints_dir, known_worlds
+    from envs.agent.view import world_vae_id
+    from worldsim.shipped import checkpoints_dir, known_worlds
 
     path = checkpoints_dir() / "carracing-agent.safetensors"
     assert path.stat().st_size <= 4 * 2**20
@@ -288,7 +288,7 @@ def test_the_shipped_agent_sees_through_the_shipped_worlds_vae():
 
 
 def test_the_driver_baseline_is_offered_where_the_game_has_a_scripted_driver():
-    from envs.source import has_driver
+    from envs.games.source import has_driver
 
     assert has_driver("carracing", "CarRacing-v3")
     assert has_driver("atari", "ALE/Boxing-v5") and has_driver("atari", "ALE/Pong-v5")

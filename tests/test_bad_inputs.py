@@ -12,10 +12,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from envs.recording import RecordEpisodes
-from envs.source import source_world
-from envs.world_env import WorldModelEnv
-from envs.world_vector_env import WorldModelVectorEnv
+from envs.games.source import source_game
+from envs.recording.episodes import RecordEpisodes
+from envs.worldenv.env import WorldModelEnv
+from envs.worldenv.vector_env import WorldModelVectorEnv
 from worldsim.checkpoint import CheckpointError
 from worldsim.data.dataset import EpisodeDataset
 from worldsim.data.episodes import DatasetError, Episode, write_shard
@@ -148,7 +148,7 @@ def test_a_file_cannot_make_worldsim_import_code(tmp_path, monkeypatch):
     (tmp_path / "evil_env_module.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match="must not make worldsim import code"):
-        source_world({"env_id": "evil_env_module:Env", "kind": "gym", "world": "x"})
+        source_game({"env_id": "evil_env_module:Env", "kind": "gym", "world": "x"})
     assert not (tmp_path / "imported").exists()
 
 

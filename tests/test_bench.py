@@ -2,7 +2,7 @@
 
 import json
 
-from worldsim.bench import main
+from envs.bench import main
 
 
 def test_bench_smoke(tmp_path):
@@ -16,7 +16,7 @@ def test_bench_smoke(tmp_path):
 
 
 def test_real_env_rate_runs_the_source_env_at_its_frame_skip():
-    from worldsim.bench import bench_real_env
+    from envs.bench import bench_real_env
 
     source = {"world": "cp", "kind": "gym", "env_id": "CartPole-v1", "frame_size": 16, "policy": "random",
               "max_episode_steps": 30, "frame_skip": 2}

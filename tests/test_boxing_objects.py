@@ -7,10 +7,10 @@ import pytest
 @pytest.fixture(scope="module")
 def boxing_frames():
     pytest.importorskip("ale_py")
-    from envs.collect import run_episode
-    from envs.source import SourceWorld, WorldConfig
+    from envs.games.source import SourceConfig, SourceGame
+    from envs.recording.collect import run_episode
 
-    world = SourceWorld(WorldConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={},
+    world = SourceGame(SourceConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={},
                                     policy="driver", max_episode_steps=200))
     env = world.make_env()
     ep = run_episode(world, env, 0, 0)
@@ -19,7 +19,7 @@ def boxing_frames():
 
 
 def test_both_boxers_are_found_and_follow_the_game(boxing_frames):
-    from envs.boxing_objects import boxer_rate, compare, find_boxers
+    from envs.games.objects.boxing import boxer_rate, compare, find_boxers
 
     found = find_boxers(boxing_frames)
     assert boxer_rate(boxing_frames) == 1.0  # both boxers are in the ring all bout
@@ -32,7 +32,7 @@ def test_both_boxers_are_found_and_follow_the_game(boxing_frames):
 
 
 def test_a_world_that_loses_a_boxer_is_caught(boxing_frames):
-    from envs.boxing_objects import RING, boxer_rate, compare
+    from envs.games.objects.boxing import RING, boxer_rate, compare
 
     gone = boxing_frames.copy()
     ring = gone[:, RING[0], RING[1]]

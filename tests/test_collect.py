@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.collect import CollectConfig, collect, run_episode
-from envs.keymaps import atari_keymap
-from envs.source import SourceWorld, WorldConfig
+from envs.games.keymaps import atari_keymap
+from envs.games.source import SourceConfig, SourceGame
+from envs.recording.collect import CollectConfig, collect, run_episode
 from worldsim.data.dataset import EpisodeDataset
 from worldsim.data.episodes import DatasetError
 
@@ -27,7 +27,7 @@ def test_carracing_collection_resumes_without_duplicates(carracing_data, tmp_pat
     shutil.copytree(carracing_data, out)
     before = {p.name: p.read_bytes() for p in out.glob("*.safetensors")}
     (out / ".ep0000004-0000005.123.tmp.safetensors").write_bytes(b"half a shard")
-    world = WorldConfig(max_episode_steps=24)
+    world = SourceConfig(max_episode_steps=24)
     grown = collect(world, CollectConfig(out=str(out), frames=200, workers=2, progress=False))
     assert grown.num_frames >= 200
     indices = [r.index for r in grown.refs]
@@ -37,7 +37,7 @@ def test_carracing_collection_resumes_without_duplicates(carracing_data, tmp_pat
     # Nothing to do at the same target; episodes are deterministic in their index.
     again = collect(world, CollectConfig(out=str(out), frames=200, workers=2, progress=False))
     assert again.num_frames == grown.num_frames
-    fresh = run_episode(SourceWorld(world), SourceWorld(world).make_env(), 0, 0)
+    fresh = run_episode(SourceGame(world), SourceGame(world).make_env(), 0, 0)
     np.testing.assert_array_equal(fresh.frames, data.episode(0).frames)
 
 
@@ -46,14 +46,14 @@ def test_collection_refuses_another_source_in_the_same_folder(carracing_data, tm
 
     out = tmp_path / "d"
     shutil.copytree(carracing_data, out)
-    other = WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random", max_episode_steps=10)
+    other = SourceConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random", max_episode_steps=10)
     with pytest.raises(DatasetError, match="another data_dir=... folder"):
         collect(other, CollectConfig(out=str(out), frames=300, progress=False))
 
 
 def test_atari_breakout_collection_smoke(tmp_path):
     pytest.importorskip("ale_py")
-    world = WorldConfig(name="breakout", kind="atari", env_id="ALE/Breakout-v5", env_kwargs={}, policy="random",
+    world = SourceConfig(name="breakout", kind="atari", env_id="ALE/Breakout-v5", env_kwargs={}, policy="random",
                         repeat_prob=0.25, max_episode_steps=30)
     data = collect(world, CollectConfig(out=str(tmp_path), frames=50, workers=1, episodes_per_shard=1, progress=False))
     assert data.num_frames >= 50 and data.source["fps"] == 15.0
@@ -67,7 +67,7 @@ def test_pong_driver_returns_the_ball_and_every_action_is_seen(tmp_path):
     pytest.importorskip("ale_py")
     lost = {}
     for policy in ("driver", "random"):
-        world = WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy=policy,
+        world = SourceConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy=policy,
                             max_episode_steps=600)
         data = collect(world, CollectConfig(out=str(tmp_path / policy), frames=600, workers=1, episodes_per_shard=1,
                                             progress=False))
@@ -80,7 +80,7 @@ def test_pong_driver_returns_the_ball_and_every_action_is_seen(tmp_path):
 
 def test_pong_keys_are_up_and_down_arrows():
     pytest.importorskip("ale_py")
-    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
+    world = SourceGame(SourceConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
     env = world.make_env()
     meanings = env.unwrapped.get_action_meanings()
     keymap = world.keymap(env)
@@ -94,7 +94,7 @@ def test_boxing_driver_lands_punches_and_every_action_is_seen(tmp_path):
     pytest.importorskip("ale_py")
     landed, taken = {}, {}
     for policy in ("driver", "random"):
-        world = WorldConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={}, policy=policy,
+        world = SourceConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={}, policy=policy,
                             max_episode_steps=600)
         data = collect(world, CollectConfig(out=str(tmp_path / policy), frames=600, workers=1, episodes_per_shard=1,
                                             progress=False))
@@ -110,7 +110,7 @@ def test_boxing_driver_lands_punches_and_every_action_is_seen(tmp_path):
 
 def test_boxing_keys_are_arrows_and_space():
     pytest.importorskip("ale_py")
-    world = SourceWorld(WorldConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={},
+    world = SourceGame(SourceConfig(name="boxing", kind="atari", env_id="ALE/Boxing-v5", env_kwargs={},
                                     policy="driver"))
     env = world.make_env()
     meanings = env.unwrapped.get_action_meanings()
@@ -123,7 +123,7 @@ def test_boxing_keys_are_arrows_and_space():
 
 
 def test_generic_env_frames_come_from_rendering():
-    world = SourceWorld(WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
+    world = SourceGame(SourceConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
                                     max_episode_steps=15))
     env = world.make_env()
     ep = run_episode(world, env, 3, 0)
@@ -134,11 +134,11 @@ def test_generic_env_frames_come_from_rendering():
 
 def test_bad_world_configs_are_refused():
     with pytest.raises(ValueError, match="driver exists for CarRacing and Atari Pong and Boxing only"):
-        WorldConfig(kind="atari", policy="driver").validate()
+        SourceConfig(kind="atari", policy="driver").validate()
     with pytest.raises(ValueError, match="world.kind"):
-        WorldConfig(kind="mujoco").validate()
+        SourceConfig(kind="mujoco").validate()
     with pytest.raises(ValueError, match="cannot make Gymnasium env"):
-        SourceWorld(WorldConfig(kind="gym", env_id="NoSuchEnv-v9", policy="random")).make_env()
+        SourceGame(SourceConfig(kind="gym", env_id="NoSuchEnv-v9", policy="random")).make_env()
 
 
 def test_atari_keymap_combinations():
@@ -197,10 +197,10 @@ def test_workers_exit_when_the_collection_is_killed(tmp_path):
 
 def test_frame_skip_holds_each_action_for_several_game_frames(tmp_path):
     def cartpole(skip, steps=40):
-        return WorldConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
+        return SourceConfig(name="cp", kind="gym", env_id="CartPole-v1", env_kwargs={}, policy="random",
                            max_episode_steps=steps, frame_skip=skip)
 
-    world = SourceWorld(cartpole(3))
+    world = SourceGame(cartpole(3))
     env = world.make_env()
     env.reset(seed=0)
     _, reward, terminated, truncated, _ = env.step(0)
@@ -217,7 +217,7 @@ def test_frame_skip_holds_each_action_for_several_game_frames(tmp_path):
     assert terminated and rewards[:-1] == [3.0] * (steps - 1) and 1 <= rewards[-1] <= 3
     env.close()
     # The step limit counts world steps (the game's own 500-frame limit, in game frames, is raised to match).
-    long = SourceWorld(WorldConfig(name="mc", kind="gym", env_id="MountainCar-v0", env_kwargs={}, policy="random",
+    long = SourceGame(SourceConfig(name="mc", kind="gym", env_id="MountainCar-v0", env_kwargs={}, policy="random",
                                    max_episode_steps=210, frame_skip=3))
     env = long.make_env()
     env.reset(seed=0)
@@ -231,6 +231,6 @@ def test_frame_skip_holds_each_action_for_several_game_frames(tmp_path):
     with pytest.raises(DatasetError, match="frame_skip"):
         collect(cartpole(1, 12), CollectConfig(out=str(tmp_path), frames=60, workers=1, progress=False))
     with pytest.raises(ValueError, match="frameskip"):
-        WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", policy="random", frame_skip=4).validate()
+        SourceConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", policy="random", frame_skip=4).validate()
     with pytest.raises(ValueError, match="frame_skip"):
         cartpole(0).validate()

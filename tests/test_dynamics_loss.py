@@ -83,10 +83,10 @@ def test_each_reward_and_termination_is_trained_on_its_own_frame():
 
 def test_recorded_rewards_belong_to_the_frame_they_led_to():
     """Data alignment: rewards[t] and frames[t] are what env.step(actions[t]) returned (replayed here)."""
-    from envs.collect import episode_seed, run_episode
-    from envs.source import SourceWorld, WorldConfig
+    from envs.games.source import SourceConfig, SourceGame
+    from envs.recording.collect import episode_seed, run_episode
 
-    world = SourceWorld(WorldConfig(max_episode_steps=12))
+    world = SourceGame(SourceConfig(max_episode_steps=12))
     env = world.make_env()
     ep = run_episode(world, env, index=3, base_seed=0)
     obs, _ = env.reset(seed=episode_seed(0, 3))

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from envs.evaluation import EvalConfig, evaluate_world
-from worldsim.metrics import histogram_distance, psnr_frames, ssim_frames, warp_error
+from envs.evaluation.evaluate import EvalConfig, evaluate_world
+from worldsim.metrics.image import histogram_distance, psnr_frames, ssim_frames, warp_error
 
 
 def test_metrics_behave():
@@ -62,7 +62,7 @@ def test_action_response_tells_a_world_that_ignores_its_keys(tiny_world):
     """Held actions from the same contexts: a world whose action inputs carry nothing shows zero spread."""
     import torch
 
-    from worldsim.response import action_response
+    from worldsim.metrics.response import action_response
     from worldsim.world import load_world
 
     world = load_world(tiny_world)
@@ -80,10 +80,10 @@ def test_action_response_tells_a_world_that_ignores_its_keys(tiny_world):
 
 
 def test_road_masks_find_carracing_roads():
-    from envs.evaluation import road_iou, road_mask
-    from envs.source import SourceWorld, WorldConfig
+    from envs.games.objects.carracing import road_iou, road_mask
+    from envs.games.source import SourceConfig, SourceGame
 
-    env = SourceWorld(WorldConfig()).make_env()
+    env = SourceGame(SourceConfig()).make_env()
     obs, _ = env.reset(seed=3)
     for _ in range(60):
         obs = env.step(3)[0]
@@ -94,9 +94,9 @@ def test_road_masks_find_carracing_roads():
 
 
 def test_block_sums_correlate_what_an_agent_holding_actions_is_paid():
-    from envs.evaluation import _sum_correlation
+    from envs.evaluation.heads import sum_correlation
 
     real = np.array([-0.1, 3.2, -0.1, -0.1, -0.1, -0.1, -0.1, -0.1, 3.2, 3.2, -0.1, -0.1])
     late = np.roll(real, 1)  # each tile paid one frame late: per frame poorly correlated, per 4 frames mostly right
-    assert np.corrcoef(late, real)[0, 1] < 0.3 and _sum_correlation(late, real, 4) > 0.9
-    assert _sum_correlation(real, real, 4) == pytest.approx(1.0) and _sum_correlation(real, np.zeros(12), 4) is None
+    assert np.corrcoef(late, real)[0, 1] < 0.3 and sum_correlation(late, real, 4) > 0.9
+    assert sum_correlation(real, real, 4) == pytest.approx(1.0) and sum_correlation(real, np.zeros(12), 4) is None

@@ -9,9 +9,10 @@ import torch
 from worldsim.data.dataset import ClipDataset, EpisodeDataset
 from worldsim.data.episodes import DatasetError
 from worldsim.data.latents import LatentStore, encode_episode, encoder_reach, ensure_latents, vae_id
+from worldsim.engine.latent_space import LatentEncoder
 from worldsim.models.dit import DiT, DiTConfig
 from worldsim.models.vae import CausalVAE, VAEConfig
-from worldsim.training.dynamics_trainer import DynamicsTrainConfig, LatentEncoder, clip_loss
+from worldsim.training.dynamics_trainer import DynamicsTrainConfig, clip_loss
 
 
 def encoder(kt=2, seed=0):

@@ -8,10 +8,10 @@ import numpy as np
 import pygame
 import pytest
 
-from envs.keymaps import Keymap
+from envs.games.keymaps import Keymap
 from envs.play.game import Game, Side
 from envs.play.window import Window
-from envs.world_env import WorldModelEnv
+from envs.worldenv.env import WorldModelEnv
 from worldsim.data.dataset import EpisodeDataset
 from worldsim.video import read_video
 

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from envs.collect import run_episode
-from envs.source import SourceWorld, WorldConfig
+from envs.games.source import SourceConfig, SourceGame
+from envs.recording.collect import run_episode
 
 
 @pytest.fixture(scope="module")
 def pong_frames():
     pytest.importorskip("ale_py")
-    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver",
+    world = SourceGame(SourceConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver",
                                     max_episode_steps=300))
     env = world.make_env()
     ep = run_episode(world, env, 0, 0)
@@ -17,7 +17,7 @@ def pong_frames():
 
 
 def test_the_ball_is_found_and_a_world_without_it_is_caught(pong_frames):
-    from envs.pong_objects import COURT_ROWS, compare, find_ball
+    from envs.games.objects.pong import COURT_ROWS, compare, find_ball
 
     present, at = find_ball(pong_frames)
     assert 0.3 < present.mean() < 1  # in play most of the time, gone between points
@@ -37,7 +37,7 @@ def test_the_ball_is_found_and_a_world_without_it_is_caught(pong_frames):
 
 
 def test_other_frame_sizes_are_refused():
-    from envs.pong_objects import find_ball
+    from envs.games.objects.pong import find_ball
 
     with pytest.raises(ValueError, match="64x64"):
         find_ball(np.zeros((2, 84, 84, 3), np.uint8))
@@ -45,10 +45,10 @@ def test_other_frame_sizes_are_refused():
 
 def test_the_players_paddle_follows_the_keys():
     pytest.importorskip("ale_py")
-    from envs.pong import DOWN, UP
-    from envs.pong_objects import player_paddle
+    from envs.games.objects.pong import player_paddle
+    from envs.games.pong import DOWN, UP
 
-    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
+    world = SourceGame(SourceConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
     env = world.make_env()
     rows = {}
     for action in (UP, DOWN):
@@ -63,10 +63,10 @@ def test_the_players_paddle_follows_the_keys():
 
 def test_paddle_response_tells_a_paddle_that_follows_the_keys_from_one_that_does_not():
     pytest.importorskip("ale_py")
-    from envs.pong import DOWN, NOOP, UP
-    from envs.pong_objects import COURT, PADDLE_COLS, paddle_response
+    from envs.games.objects.pong import COURT, PADDLE_COLS, paddle_response
+    from envs.games.pong import DOWN, NOOP, UP
 
-    world = SourceWorld(WorldConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
+    world = SourceGame(SourceConfig(name="pong", kind="atari", env_id="ALE/Pong-v5", env_kwargs={}, policy="driver"))
     env = world.make_env()
     actions, starts, last = [NOOP, UP, DOWN], [], []
     for seed in (0, 1, 2):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from worldsim.metrics import frame_change, sharpness
-from worldsim.two_sample import two_sample_accuracy
+from worldsim.metrics.image import frame_change, sharpness
+from worldsim.metrics.two_sample import two_sample_accuracy
 
 
 def scenes(n, t=8, seed=0):

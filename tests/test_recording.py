@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.recording import RecordEpisodes, RecordEpisodesVector
-from envs.world_env import WorldModelEnv
-from envs.world_vector_env import WorldModelVectorEnv
+from envs.recording.episodes import RecordEpisodes, RecordEpisodesVector
+from envs.worldenv.env import WorldModelEnv
+from envs.worldenv.vector_env import WorldModelVectorEnv
 from worldsim.data.dataset import ClipDataset, EpisodeDataset
 from worldsim.data.episodes import DatasetError
 from worldsim.video import read_video
@@ -69,12 +69,12 @@ def test_vector_recording(tiny_world, tmp_path):
 INTERRUPTED = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from envs.recording import RecordEpisodes
-from envs.source import SourceWorld, WorldConfig
+from envs.recording.episodes import RecordEpisodes
+from envs.games.source import SourceGame, SourceConfig
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
 signal.signal(signal.SIGHUP, signal.SIG_DFL)  # likewise (a test run under nohup inherits SIGHUP ignored)
-world = SourceWorld(WorldConfig(max_episode_steps=1000))
+world = SourceGame(SourceConfig(max_episode_steps=1000))
 env = world.make_env()
 env = RecordEpisodes(env, {out!r}, source=world.describe(env))
 env.reset(seed=0)

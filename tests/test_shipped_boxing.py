@@ -4,9 +4,9 @@ the keys and both boxers stay in the ring."""
 import numpy as np
 import pytest
 
-from envs.boxing import action
-from envs.boxing_objects import boxer_rate, find_boxers
-from envs.world_env import WorldModelEnv
+from envs.games.boxing import action
+from envs.games.objects.boxing import boxer_rate, find_boxers
+from envs.worldenv.env import WorldModelEnv
 from worldsim.world import checkpoints_dir, load_world
 
 SHIPPED = checkpoints_dir() / "boxing.safetensors"
@@ -17,7 +17,7 @@ def test_shipped_file_is_small_loads_strictly_and_is_registered():
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
 
-    import worldsim  # noqa: F401  (registers the ids)
+    import envs  # noqa: F401  (registers the ids)
 
     assert SHIPPED.stat().st_size <= 16 * 2**20
     world = load_world(SHIPPED)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from envs.pong import DOWN, UP
-from envs.pong_objects import find_ball, player_paddle
-from envs.world_env import WorldModelEnv
+from envs.games.objects.pong import find_ball, player_paddle
+from envs.games.pong import DOWN, UP
+from envs.worldenv.env import WorldModelEnv
 from worldsim.world import checkpoints_dir, load_world
 
 SHIPPED = checkpoints_dir() / "pong.safetensors"
@@ -16,7 +16,7 @@ def test_shipped_file_is_small_loads_strictly_and_is_registered():
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
 
-    import worldsim  # noqa: F401  (registers the ids)
+    import envs  # noqa: F401  (registers the ids)
 
     assert SHIPPED.stat().st_size <= 16 * 2**20
     world = load_world(SHIPPED)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs.world_env import WorldModelEnv
+from envs.worldenv.env import WorldModelEnv
 from worldsim.world import checkpoints_dir, load_world
 
 SHIPPED = checkpoints_dir() / "carracing.safetensors"

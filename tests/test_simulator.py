@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.engine.simulator import SamplerConfig, Simulator
+from worldsim.engine.sampler import SamplerConfig
+from worldsim.engine.simulator import Simulator
 from worldsim.models.dit import DiT, DiTConfig
 from worldsim.models.vae import CausalVAE, VAEConfig
 

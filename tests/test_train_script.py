@@ -100,7 +100,7 @@ def test_recipe_tiny_makes_a_playable_world_in_one_command(tmp_path):
     report = json.loads((tmp_path / "runs" / "carracing-tiny" / "eval" / "report.json").read_text())
     assert report["checkpoint"] == str(Path("runs/carracing-tiny/carracing.safetensors"))
     assert "play.py --checkpoint runs/carracing-tiny/carracing.safetensors" in proc.stdout
-    from envs.world_env import WorldModelEnv
+    from envs.worldenv.env import WorldModelEnv
 
     env = WorldModelEnv(world_file, device="cpu")
     obs, _ = env.reset(seed=0)
@@ -194,7 +194,7 @@ def _tiny_atari_world(tmp_path, world: str):
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
 
-    import worldsim  # noqa: F401  (registers the ids)
+    import envs  # noqa: F401  (registers the ids)
 
     cmd = [sys.executable, str(ROOT / "train.py"), f"world={world}", "stage=all", "recipe=tiny", "collect.frames=900",
            "world.max_episode_steps=150", "vae.train.steps=60", "vae.train.eval_every=60", "dynamics.train.steps=60",

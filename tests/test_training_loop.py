@@ -110,7 +110,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, carracing_data, mon
         monkeypatch.setattr(loop, "log_row", real_log)
         train(*args)
 
-    from worldsim.engine.simulator import SamplerConfig
+    from worldsim.engine.sampler import SamplerConfig
     from worldsim.models.dit import DiTConfig
     from worldsim.models.vae import VAEConfig
     from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics

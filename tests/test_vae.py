@@ -92,7 +92,7 @@ def test_benchmark_smoke(tmp_path):
     """The decode and engine sections run at the sizes asked for and save exactly what they return."""
     import json
 
-    from worldsim.bench import main
+    from envs.bench import main
     from worldsim.models.dit import DiT, DiTConfig
 
     out = main(["--only", "decode,engine", "--iters", "8", "--json", str(tmp_path / "b.json"), "--frames", "70",

@@ -6,9 +6,9 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import worldsim  # noqa: F401  (registers the ids)
-from envs.world_env import WorldModelEnv
-from envs.world_vector_env import WorldModelVectorEnv
+import envs  # noqa: F401  (registers the ids)
+from envs.worldenv.env import WorldModelEnv
+from envs.worldenv.vector_env import WorldModelVectorEnv
 from worldsim.checkpoint import CheckpointError
 
 
@@ -266,7 +266,7 @@ def test_auto_dtype_is_bfloat16_only_where_the_cpu_multiplies_it(tiny_world, mon
     import torch
 
     import worldsim.device as dev
-    from envs.world_core import WorldCore
+    from envs.worldenv.core import WorldCore
 
     def dit_dtype(**kw):
         return next(WorldCore(1, tiny_world, device="cpu", **kw).world.dit.parameters()).dtype

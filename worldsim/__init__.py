@@ -1,11 +1,8 @@
-"""worldsim: learned, playable worlds from recorded Gymnasium gameplay.
+"""worldsim: learned, playable worlds from recorded Gymnasium gameplay — the core.
 
-Importing it registers the Gymnasium ids ``worldsim/World-v0`` and ``worldsim/<World>-v0``
-(see :mod:`worldsim.registration`); nothing else happens at import.
+Models, diffusion maths, the engine (the sampler and its every rule), the data format, training, world files
+and integrity. It imports nothing from ``envs`` (everything that faces Gymnasium), pygame or an RL library,
+and nothing happens at import. The Gymnasium ids ``worldsim/<World>-v0`` are registered by ``import envs``.
 """
 
 __version__ = "0.1.0"
-
-from .registration import register_envs as _register_envs  # noqa: E402
-
-_register_envs()

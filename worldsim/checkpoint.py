@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .integrity import CHECKSUMS, save_checked, verify
+from worldsim.integrity import CHECKSUMS, save_checked, verify
 
 FORMAT = "worldsim.checkpoint"
 VERSION = "1"

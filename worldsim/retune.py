@@ -19,10 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .config import from_dict, to_dict
-from .engine.simulator import SamplerConfig
-from .world import WORLD_KIND
+from worldsim.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from worldsim.config import from_dict, to_dict
+from worldsim.engine.sampler import SamplerConfig
+from worldsim.world import WORLD_KIND
 
 OPTIONS = ("steps", "guidance", "context_level", "shift", "start_level", "window")
 """The sampler fields that can be changed (every field of SamplerConfig)."""

@@ -6,7 +6,7 @@
 For each setting: PSNR at horizons 1, 4, 16 and 32 frames after an 8-frame real context
 (held-out episodes, their real actions), the copy-last-frame baseline, the mean
 absolute change between the last generated frames (noise shows up as a large change), and the
-key response from the same contexts (``worldsim.response``: every action held ``--response-frames``
+key response from the same contexts (``worldsim.metrics.response``: every action held ``--response-frames``
 frames; ``key_spread`` between actions, ``noise_spread`` between two sampling seeds). PSNR alone
 favours settings that keep the previous frame and ignore the keys: read both.
 """
@@ -19,10 +19,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from .data.dataset import EpisodeDataset, in_split
-from .metrics import psnr_frames
-from .response import action_response
-from .world import load_world
+from worldsim.data.dataset import EpisodeDataset, in_split
+from worldsim.metrics.image import psnr_frames
+from worldsim.metrics.response import action_response
+from worldsim.world import load_world
 
 
 def heldout_clips(data: EpisodeDataset, n: int, length: int, skip: int, heldout_every: int = 10):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .frames import check_frames
-from .integrity import atomic_path
+from worldsim.frames import check_frames
+from worldsim.integrity import atomic_path
 
 
 def upscale(frames: np.ndarray, scale: int) -> np.ndarray:

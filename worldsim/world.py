@@ -18,14 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, check_fits, load_module, read_checkpoint, save_checkpoint
-from .config import from_dict, to_dict
-from .engine.simulator import SamplerConfig, Simulator
-from .frames import check_frames
-from .models.dit import DiT, DiTConfig
-from .models.vae import CausalVAE, VAEConfig
-from .registration import checkpoints_dir, known_worlds
-from .spaces import action_array_spec, space_from_dict
+from worldsim.checkpoint import CheckpointError, check_fits, load_module, read_checkpoint, save_checkpoint
+from worldsim.config import from_dict, to_dict
+from worldsim.data.dataset import episode_limit
+from worldsim.engine.latent_space import LatentEncoder
+from worldsim.engine.sampler import SamplerConfig
+from worldsim.engine.simulator import Simulator
+from worldsim.frames import check_frames
+from worldsim.models.dit import DiT, DiTConfig
+from worldsim.models.vae import CausalVAE, VAEConfig
+from worldsim.shipped import checkpoints_dir, known_worlds
+from worldsim.spaces import action_array_spec, space_from_dict
 
 WORLD_KIND = "world"
 TRAIN_HINT = "python train.py world=NAME stage=export (after stage=collect, vae and dynamics)"
@@ -82,6 +85,16 @@ class World:
     @property
     def device(self) -> torch.device:
         return next(self.dit.parameters()).device
+
+    @property
+    def episode_limit(self) -> int:
+        """Steps after which an episode is truncated: the source env's limit (1000 where it is not recorded)."""
+        return episode_limit(self.source)
+
+    def latent_encoder(self) -> LatentEncoder:
+        """uint8 frames -> this world's normalised latents (its VAE, on its device)."""
+        return LatentEncoder(self.vae, {"latent_mean": self.latent_mean.tolist(), "latent_std": self.latent_std.tolist()},
+                             self.device)
 
     def simulator(self, batch: int = 1, sampler: SamplerConfig | None = None, seed: int = 0, compile: bool = False) -> Simulator:
         """A fresh engine for ``batch`` worlds (not started: call ``prefill``)."""

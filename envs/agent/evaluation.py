@@ -1,7 +1,7 @@
 """``python train.py stage=agent_eval``: an agent trained in a world drives the REAL game.
 
 On held-out tracks (seeds ``seed`` .. ``seed + episodes - 1``; the data's tracks are hashed from
-``collect.seed``), the agent plays the real env through its world's VAE (:class:`~envs.agent.observe.RealAgentEnv`)
+``collect.seed``), the agent plays the real env through its world's VAE (:class:`~envs.agent.in_game.RealAgentEnv`)
 and is scored by the real game's reward. Next to it, on the same tracks: a random policy (same action
 repeat), the data-collection driver (privileged: it reads the track), any other agent files (``compare``,
 e.g. one trained in the real game), and the return the world predicts for the agent in the world itself —
@@ -20,15 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs.agent.in_game import RealAgentEnv
+from envs.agent.in_world import AgentWorlds
+from envs.agent.network import Agent, load_agent
+from envs.agent.record import record_episodes
+from envs.agent.view import world_vae_id
+from envs.evaluation.heads import reward_on_traces
+from envs.games.source import has_driver, source_game
+from envs.worldenv.core import WorldCore
 from worldsim.checkpoint import CheckpointError
 from worldsim.world import load_world, world_path
-
-from ..source import has_driver, source_world
-from ..world_core import WorldCore
-from .network import Agent, load_agent
-from .observe import RealAgentEnv, world_vae_id
-from .record import record_episodes
-from .worlds import AgentWorlds
 
 BASELINES = ("random", "driver")
 
@@ -116,30 +117,12 @@ def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None
     return returns, kept
 
 
-def reward_check(world, traces: list[dict]) -> dict[str, Any] | None:
-    """The world's reward head on the agent's real episodes (teacher-forced: real frames as its past): per-frame
-    correlation with the real reward, and predicted vs real return — is the world's reward what the agent
-    learned to chase?"""
-    if not traces:
-        return None
-    from ..evaluation import _teacher_forced_heads
-
-    pred, real = [], []
-    for t in traces:
-        p, _ = _teacher_forced_heads(world, t["frames"], t["actions"])
-        pred.append(p[1:])
-        real.append(t["rewards"][1:].astype(np.float32))
-    p, r = np.concatenate(pred), np.concatenate(real)
-    return {"episodes": len(traces), "frames": len(p), "per_frame_correlation": float(np.corrcoef(p, r)[0, 1]),
-            "predicted_return": float(np.mean([x.sum() for x in pred])), "real_return": float(np.mean([x.sum() for x in real]))}
-
-
 def play_driver(world, seeds: list[int], max_frames: int | None) -> list[float]:
     """The data-collection driver (every frame, privileged) on these tracks."""
     source = dict(world.source, policy="driver")
     if max_frames is not None:
         source["max_episode_steps"] = int(max_frames)
-    sw = source_world(source)
+    sw = source_game(source)
     env = sw.make_env()
     out = []
     try:
@@ -165,7 +148,7 @@ def predicted_in_world(agent: Agent, world_file: Path, episodes: int, seed: int,
     train = agent.meta.get("train", {})
     core = WorldCore(episodes, world_file, device=str(device), dtype=train.get("dtype", "auto"), observation="latents",
                      window=train.get("window"))
-    frames = int(agent_frames or core.world.source.get("max_episode_steps") or 1000)
+    frames = int(agent_frames or core.world.episode_limit)
     worlds = AgentWorlds(core, agent.cfg, frames, seed=seed)  # from the world's start contexts, like a real episode
     obs = worlds.reset()
     rng = None if deterministic else np.random.default_rng(seed)
@@ -199,7 +182,7 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     returns, traces = play_real(agent_policy(agent), world, agent.cfg, seeds, cfg.max_frames, repeat,
                                 cfg.episodes if cfg.record else cfg.reward_check_episodes)
     report["agent"] = _summary(returns)
-    report["agent"]["world_reward_on_real_episodes"] = reward_check(world, traces[: cfg.reward_check_episodes])
+    report["agent"]["world_reward_on_real_episodes"] = reward_on_traces(world, traces[: cfg.reward_check_episodes])
     if cfg.record:
         shards = record_episodes(cfg.record, traces, seeds, world.source, str(agent_file))
         report["recorded"] = {"folder": cfg.record, "episodes": len(traces), "shards": [p.name for p in shards],

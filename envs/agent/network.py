@@ -3,7 +3,7 @@
 An agent observes what a world's VAE makes of the screen: the normalised latent frames (C, h, w) of its
 last ``stack`` decisions, stacked on the channel axis -> (stack * C, h, w). In a world these are the
 generated latents; in the real game the real frames, resized as the world's data was and encoded by the
-same VAE (:mod:`envs.agent.observe`). It acts every ``action_repeat`` frames.
+same VAE (:mod:`envs.agent.in_game`). It acts every ``action_repeat`` frames.
 
 The file (kind ``agent``) holds the network, its config, the action space and the world it was trained
 in (name and VAE id: the real game must be seen through that VAE). Loading is strict and needs no RL

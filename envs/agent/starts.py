@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.games.source import source_game
+from envs.recording.collect import run_episode
 from worldsim.world import World
-
-from ..collect import run_episode
-from ..source import source_world
 
 
 def _episodes(world: World, data_dir: str | Path | None, episodes: int, seed: int):
@@ -32,7 +31,7 @@ def _episodes(world: World, data_dir: str | Path | None, episodes: int, seed: in
             ep = data.episode(i)
             yield ep.frames, ep.actions
         return
-    sw = source_world(world.source)
+    sw = source_game(world.source)
     env = sw.make_env()
     try:
         for i in range(episodes):

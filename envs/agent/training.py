@@ -1,7 +1,7 @@
 """``python train.py stage=agent``: PPO (Stable-Baselines3) trains an agent inside a world only.
 
 Stable-Baselines3 is used because its PPO is well tested and maintained, and the world is adapted to its
-VecEnv API (:func:`envs.agent.worlds.sb3_vec_env`) so N worlds step as one batch. The network is ours
+VecEnv API (:func:`envs.agent.in_world.sb3_vec_env`) so N worlds step as one batch. The network is ours
 (:class:`envs.agent.network.Trunk`, plugged in as the policy's features extractor with no further layers),
 so the shipped agent file needs no RL library.
 
@@ -19,6 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from envs.agent.in_game import RealAgentEnv
+from envs.agent.in_world import AgentWorlds, sb3_vec_env
+from envs.agent.network import AgentConfig, AgentNet, save_agent
+from envs.agent.starts import data_starts
+from envs.agent.view import world_vae_id
+from envs.worldenv.core import WorldCore
 from worldsim.checkpoint import read_checkpoint
 from worldsim.config import to_dict
 from worldsim.signals import signals_deferred
@@ -26,12 +32,6 @@ from worldsim.training.log import log_row
 from worldsim.training.plot import plot_log
 from worldsim.training.state import load_state, save_state
 from worldsim.world import load_world
-
-from ..world_core import WorldCore
-from .network import AgentConfig, AgentNet, save_agent
-from .observe import RealAgentEnv, world_vae_id
-from .starts import data_starts
-from .worlds import AgentWorlds, sb3_vec_env
 
 
 @dataclass
@@ -89,7 +89,7 @@ class AgentTrainConfig:
 def _policy_kwargs(net_cfg: AgentConfig, latent_shape):
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-    from .network import Trunk
+    from envs.agent.network import Trunk
 
     class Features(BaseFeaturesExtractor):
         def __init__(self, observation_space, **_):

@@ -1,14 +1,13 @@
 """The game loop behind play.py: keyboard in, frames out, at the world's frame rate.
 
 A game drives one or two *sides* with the same action each frame: the world model
-(a :class:`~envs.world_env.WorldModelEnv`), the real source env, or both side by side
+(a :class:`~envs.worldenv.env.WorldModelEnv`), the real source env, or both side by side
 (``--compare``). Held keys are tracked from key events (so posted events work too),
 mapped to an action by the world's keymap every frame.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.games.keymaps import Keymap
+from envs.play.hud import FpsMeter, HudState, hud_lines
+from envs.recording.episodes import EpisodeBuffer, EpisodeWriter, describe_env
+from envs.worldenv.env import WorldModelEnv
+from worldsim.engine.sampler import clamp_steps
 from worldsim.integrity import atomic_path, publish
-
-from ..keymaps import Keymap
-from ..recording import EpisodeBuffer, EpisodeWriter, describe_env
-from .hud import FpsMeter, HudState, hud_lines
 
 CONTROL_KEYS = {"escape": "quit", "r": "reset", "p": "pause", "h": "hud", "f9": "record", "f12": "screenshot",
                 "[": "fewer_steps", "]": "more_steps", "-": "less_guidance", "=": "more_guidance"}
@@ -40,7 +40,7 @@ class Side:
 
     @property
     def is_model(self) -> bool:
-        return hasattr(self.env.unwrapped, "core")
+        return isinstance(self.env.unwrapped, WorldModelEnv)
 
 
 class Recorder:
@@ -181,14 +181,11 @@ class Game:
     def tune(self, command: str) -> None:
         for side in self.sides:
             if side.is_model:
-                sim = side.env.unwrapped.core.sim
-                s = sim.sampler
+                world, s = side.env.unwrapped, side.env.unwrapped.sampler
                 if command.endswith("steps"):
-                    steps = min(8, max(1, s.steps + (1 if command == "more_steps" else -1)))
-                    sim.sampler = dataclasses.replace(s, steps=steps)
+                    world.retune(steps=clamp_steps(s.steps + (1 if command == "more_steps" else -1)))
                 else:
-                    g = max(1.0, s.guidance + (0.5 if command == "more_guidance" else -0.5))
-                    sim.sampler = dataclasses.replace(s, guidance=g)
+                    world.retune(guidance=max(1.0, s.guidance + (0.5 if command == "more_guidance" else -0.5)))
 
     def note(self, text: str) -> None:
         print(text, flush=True)
@@ -224,14 +221,14 @@ class Game:
 
     def hud(self) -> list[str]:
         model = next((s for s in self.sides if s.is_model), None)
-        sim = model.env.unwrapped.core.sim if model else None
+        sampler = model.env.unwrapped.sampler if model else None
         now = time.perf_counter()
         self.notes = [(t, n) for t, n in self.notes if t > now]
         state = HudState(
             world=" | ".join(s.name for s in self.sides), target_fps=self.fps, fps=self.meter.fps,
             model_ms=model.env.unwrapped.model_ms if model else None, step=self.steps,
             action=self.action_name(self.action), reward=self.sides[0].reward,
-            sampling_steps=sim.sampler.steps if sim else None, guidance=sim.sampler.guidance if sim else None,
+            sampling_steps=sampler.steps if sampler else None, guidance=sampler.guidance if sampler else None,
             device=self.device, paused=self.paused, recording=self.recorder.on, notes=[n for _, n in self.notes],
         )
         return hud_lines(state)

@@ -10,19 +10,28 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..integrity import log
-from .episodes import DatasetError, Episode, EpisodeShard
+from worldsim.data.episodes import DatasetError, Episode, EpisodeShard
+from worldsim.integrity import log
 
 Split = Literal["all", "train", "heldout"]
 
 # Keys of the source description that every shard of one dataset must agree on.
 _SOURCE_KEYS = ("env_id", "frame_size", "action_space", "frame_skip")
-_SOURCE_DEFAULTS = {"frame_skip": 1}  # shards and world files written before the key existed
+# What a key of a source description means when it is missing (files written before it was recorded) or null.
+_SOURCE_DEFAULTS = {"frame_skip": 1, "max_episode_steps": 1000}
 
 
 def source_value(source: dict[str, Any], key: str) -> Any:
-    """``source[key]``, or what it meant before the key was recorded (``frame_skip``: 1)."""
-    return source.get(key, _SOURCE_DEFAULTS.get(key))
+    """``source[key]``, or what it meant before the key was recorded (``frame_skip``: 1; a missing or null
+    ``max_episode_steps``: 1000, CarRacing's)."""
+    value = source.get(key)
+    return _SOURCE_DEFAULTS.get(key) if value is None else value
+
+
+def episode_limit(source: dict[str, Any]) -> int:
+    """The steps after which an episode of this source is truncated: the real env's, and every world's and
+    agent's made from it, unless the caller sets its own."""
+    return int(source_value(source, "max_episode_steps"))
 
 
 def provenance(source: dict[str, Any]) -> tuple[str, str | None]:

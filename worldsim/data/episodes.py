@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from ..integrity import save_checked, verify
+from worldsim.integrity import save_checked, verify
 
 FORMAT = "worldsim.episodes"
 VERSION = "1"

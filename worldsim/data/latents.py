@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..integrity import CHECKSUMS, save_checked, verify
-from .dataset import EpisodeDataset, EpisodeRef
-from .episodes import DatasetError
+from worldsim.data.dataset import EpisodeDataset, EpisodeRef
+from worldsim.data.episodes import DatasetError
+from worldsim.integrity import CHECKSUMS, save_checked, verify
 
 FORMAT = "worldsim.latents"
 VERSION = "1"
@@ -49,7 +49,7 @@ def vae_file_id(path: str | Path, meta: dict[str, Any]) -> str:
 
 def encoder_reach(vae) -> int:
     """How many past frames a latent depends on: the sum of (temporal kernel - 1) over the encoder's convs."""
-    from ..models.causal_conv import CausalConv3d
+    from worldsim.models.causal_conv import CausalConv3d
 
     return sum(m.kt - 1 for m in vae.encoder.modules() if isinstance(m, CausalConv3d))
 

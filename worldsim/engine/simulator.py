@@ -8,62 +8,18 @@ through the VAE decoder. Rewards and termination come from the commit pass.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
-
 import numpy as np
 import torch
 
-from ..diffusion.flow import add_noise, timesteps
-from ..frames import check_frames, to_model, to_uint8
-from ..models.causal_conv import StreamCache
-from ..models.dit import DiT
-from ..models.vae import CausalVAE
-from ..spaces import action_array_spec, space_from_dict
-from .kv_cache import KVCache
-
-
-@dataclass
-class SamplerConfig:
-    """How frames are sampled at inference."""
-
-    steps: int = 2
-    """Euler steps per frame (1-8)."""
-    guidance: float = 1.0
-    """Action guidance scale; 1 disables it (and its extra network call)."""
-    context_level: float = 0.1
-    """Noise level at which finished frames enter the cache."""
-    shift: float = 1.0
-    """Timestep shift (> 1 spends more steps at high noise)."""
-    start_level: float = 1.0
-    """Level each frame's sampling starts from: 1 = pure noise; below 1 the previous frame's latent,
-    noised to that level, is the starting point (consecutive frames are nearly alike)."""
-
-    window: int | None = None
-    """Frames a new frame attends to, itself included; None = the window the DiT was trained with. A shorter
-    one is cheaper (attention is most of a batched step) and stays in the training distribution: the
-    first frames of every training clip see fewer past frames."""
-
-    def __post_init__(self) -> None:
-        if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, int)
-                                        or self.window < 1):
-            raise ValueError(f"sampler window must be a whole number >= 1 or None, got {self.window!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 8:
-            raise ValueError(f"sampler steps must be a whole number 1..8, got {self.steps!r}")
-        for name in ("guidance", "context_level", "shift", "start_level"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"sampler {name} must be a finite number, got {v!r}")
-        if not 0 < self.start_level <= 1:
-            raise ValueError(f"sampler start_level must be in (0, 1] (1: pure noise), got {self.start_level}")
-        if not 0 <= self.context_level < 1:
-            raise ValueError(f"sampler context_level must be in [0, 1), got {self.context_level}")
-        if self.shift <= 0:
-            raise ValueError(f"sampler shift must be above 0, got {self.shift}")
-
-    def override(self, **changes) -> SamplerConfig:
-        """A copy with the given fields changed; a None leaves its field as it is (an option left unset)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+from worldsim.diffusion.flow import add_noise, timesteps
+from worldsim.engine.kv_cache import KVCache
+from worldsim.engine.latent_space import LatentNorm
+from worldsim.engine.sampler import SamplerConfig
+from worldsim.frames import check_frames, to_model, to_uint8
+from worldsim.models.causal_conv import StreamCache
+from worldsim.models.dit import DiT
+from worldsim.models.vae import CausalVAE
+from worldsim.spaces import action_array_spec, space_from_dict
 
 
 class Simulator:
@@ -81,16 +37,11 @@ class Simulator:
         p = next(dit.parameters())
         self.device, self.dtype = p.device, p.dtype
         c = dit.cfg
-        shape = (1, 1, c.latent_channels, 1, 1)
-        self.mean = (latent_mean if latent_mean is not None else torch.zeros(c.latent_channels)).to(self.device).view(shape)
-        self.std = (latent_std if latent_std is not None else torch.ones(c.latent_channels)).to(self.device).view(shape)
+        self.norm = LatentNorm(latent_mean, latent_std, c.latent_channels, self.device)
         # On a CPU the cache and attention stay float32 under a bfloat16 DiT: there the bf16 matmuls of the linear
         # layers are 2.5x faster, while bf16 attention is slower than float32 (BENCHMARKS.md, "Batched world").
         self.cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
-        w = self.sampler.window
-        if w is not None and w > c.window:
-            raise ValueError(f"sampler window {w} is longer than the {c.window} frames this world was trained on")
-        self.window = w or c.window
+        self.window = self.sampler.fit(c.window)
         self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, self.window, c.tokens_per_frame, self.cache_dtype,
                              self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -138,7 +89,7 @@ class Simulator:
         # Encode a few worlds at a time: a batch of 256 contexts at once would hold gigabytes of activations.
         chunk = max(1, 64 // max(1, t))
         z = torch.cat([self.vae.encode(to_model(frames[i : i + chunk], self.device)) for i in range(0, n, chunk)])
-        z = (z - self.mean) / self.std  # (N, T, C, h, w)
+        z = self.norm.normalize(z)  # (N, T, C, h, w)
         null = actions is None
         if null:
             actions = torch.zeros(n, t, *self.action_shape, device=self.device, dtype=self.action_dtype)
@@ -155,7 +106,7 @@ class Simulator:
             zi = add_noise(z[:, i : i + 1], ctx, self._noise(z[:, i : i + 1]))
             mask = torch.full((n, 1), null or i == 0, device=self.device)
             self.dit.step(zi.to(self.dtype), ctx, actions[:, i : i + 1], clock, cache, commit=True, null=mask)
-            out = self.vae.decode(z[:, i : i + 1] * self.std + self.mean, stream)
+            out = self.vae.decode(self.norm.denormalize(z[:, i : i + 1]), stream)
             clock += 1
         self.undecoded[idx.cpu()] = False
         if full:
@@ -238,5 +189,5 @@ class Simulator:
         if not decode:
             self.undecoded[:] = True
             return None, rewards, probs
-        frame = self.vae.decode(x.float() * self.std + self.mean, self.stream)
+        frame = self.vae.decode(self.norm.denormalize(x.float()), self.stream)
         return to_uint8(frame[:, -1]), rewards, probs

@@ -27,8 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..config import from_dict
-from .rope import Rotary3D, apply_rotary
+from worldsim.config import from_dict
+from worldsim.models.rope import Rotary3D, apply_rotary
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .causal_conv import CausalConv3d, FrameGroupNorm, StreamCache, frame_interpolate
+from worldsim.models.causal_conv import CausalConv3d, FrameGroupNorm, StreamCache, frame_interpolate
 
 
 @dataclass
@@ -251,16 +251,16 @@ VAE_KIND = "vae"
 
 def save_vae(path, vae: CausalVAE, meta: dict | None = None) -> None:
     """One self-describing file: weights, config and whatever ``meta`` adds (source, latent statistics)."""
-    from ..checkpoint import save_checkpoint
-    from ..config import to_dict
+    from worldsim.checkpoint import save_checkpoint
+    from worldsim.config import to_dict
 
     save_checkpoint(path, VAE_KIND, {"vae": vae}, dict(meta or {}, config=to_dict(vae.cfg)))
 
 
 def load_vae(path, device: torch.device | str = "cpu") -> tuple[CausalVAE, dict]:
     """Rebuild a VAE from its file alone; returns (model in eval mode, metadata)."""
-    from ..checkpoint import load_module, read_checkpoint
-    from ..config import from_dict
+    from worldsim.checkpoint import load_module, read_checkpoint
+    from worldsim.config import from_dict
 
     meta, tensors = read_checkpoint(path, VAE_KIND, hint="python train.py stage=vae")
     vae = CausalVAE(from_dict(VAEConfig, meta["config"], "vae config"))

@@ -11,21 +11,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
-from ..config import to_dict
-from ..data.dataset import ClipDataset, EpisodeDataset
-from ..data.latents import LatentStore, ensure_latents, vae_file_id
-from ..diffusion.flow import add_noise, sample_levels, velocity
-from ..engine.simulator import SamplerConfig, Simulator
-from ..frames import to_model
-from ..models.causal_conv import StreamCache
-from ..models.dit import DiT, DiTConfig
-from ..models.vae import CausalVAE, load_vae, save_vae
-from ..world import WORLD_KIND, load_world
-from .ema import EMA
-from .guidance_distill import distill_loss
-from .loop import Ranks, StepBatches, autocast_dtype, run_training
-from .state import load_state, save_state
+from worldsim.checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
+from worldsim.config import to_dict
+from worldsim.data.dataset import ClipDataset, EpisodeDataset
+from worldsim.data.latents import LatentStore, ensure_latents, vae_file_id
+from worldsim.diffusion.flow import add_noise, sample_levels, velocity
+from worldsim.engine.latent_space import LatentEncoder
+from worldsim.engine.sampler import SamplerConfig
+from worldsim.engine.simulator import Simulator
+from worldsim.frames import to_model
+from worldsim.models.dit import DiT, DiTConfig
+from worldsim.models.vae import load_vae, save_vae
+from worldsim.training.ema import EMA
+from worldsim.training.guidance_distill import distill_loss
+from worldsim.training.loop import Ranks, StepBatches, autocast_dtype, run_training
+from worldsim.training.state import load_state, save_state
+from worldsim.world import WORLD_KIND, load_world
 
 DYNAMICS_KIND = "dynamics"
 
@@ -163,22 +164,6 @@ def init_weights(dit: DiT, path) -> list[str]:
     if meta["action_space"] != dit.action_space:
         raise ValueError(f"{path} was trained on action space {meta['action_space']}, this data has {dit.action_space}")
     return load_module(dit, tensors, "dit", path, allow_missing=True)
-
-
-class LatentEncoder:
-    """Frozen VAE plus the latent normalisation stored with it: uint8 clips -> normalised latents."""
-
-    def __init__(self, vae: CausalVAE, meta: dict[str, Any], device) -> None:
-        self.vae = vae.to(device).eval().requires_grad_(False)
-        c = vae.cfg.latent_channels
-        self.mean = torch.tensor(meta.get("latent_mean", [0.0] * c), device=device)
-        self.std = torch.tensor(meta.get("latent_std", [1.0] * c), device=device)
-
-    @torch.no_grad()
-    def __call__(self, frames: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
-        """frames uint8 (B, T, H, W, 3) -> (B, T, C, h, w); ``cache`` streams a clip in pieces."""
-        z = self.vae.encode(to_model(frames, self.mean.device), cache)
-        return (z - self.mean.view(1, 1, -1, 1, 1)) / self.std.view(1, 1, -1, 1, 1)
 
 
 def train_dynamics(
@@ -339,8 +324,8 @@ def evaluate(dit, encode, held, cfg, sampler, device, video_path, source) -> dic
     """Held-out losses at a fixed seed, and a sample rollout (real | generated) written as mp4."""
     import numpy as np
 
-    from ..frames import psnr
-    from ..video import write_mp4
+    from worldsim.frames import psnr
+    from worldsim.video import write_mp4
 
     dit.eval()
     gen = torch.Generator().manual_seed(1234)
@@ -353,7 +338,7 @@ def evaluate(dit, encode, held, cfg, sampler, device, video_path, source) -> dic
     ctx_len = max(1, cfg.clip_length // 2)
     ep_clip = held[idx[0]]
     real, acts = ep_clip["frames"].numpy(), ep_clip["actions"]
-    sim = Simulator(dit, encode.vae, 1, sampler, encode.mean, encode.std, seed=0)
+    sim = Simulator(dit, encode.vae, 1, sampler, encode.norm.mean, encode.norm.std, seed=0)
     if ctx_len < len(real):
         gen_frames = sim.rollout(real[None, :ctx_len], acts[None, :ctx_len], acts[None, ctx_len:])[0]
         out["rollout_psnr"] = psnr(to_model(gen_frames), to_model(real[ctx_len:])).item()

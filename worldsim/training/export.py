@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import from_dict
-from ..data.dataset import EpisodeDataset
-from ..engine.simulator import SamplerConfig
-from ..models.vae import load_vae
-from ..world import save_world
-from .dynamics_trainer import load_dynamics
+from worldsim.config import from_dict
+from worldsim.data.dataset import EpisodeDataset
+from worldsim.engine.sampler import SamplerConfig
+from worldsim.models.vae import load_vae
+from worldsim.training.dynamics_trainer import load_dynamics
+from worldsim.world import save_world
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

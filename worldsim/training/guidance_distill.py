@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..diffusion.flow import add_noise, sample_levels
-from ..models.dit import DiT
+from worldsim.diffusion.flow import add_noise, sample_levels
+from worldsim.models.dit import DiT
 
 
 def guided_targets(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[str, torch.Tensor], scale: float,

@@ -23,9 +23,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-from ..signals import signals_deferred
-from .ema import EMA
-from .log import log_row
+from worldsim.signals import signals_deferred
+from worldsim.training.ema import EMA
+from worldsim.training.log import log_row
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
+from worldsim.checkpoint import CheckpointError, load_module, read_checkpoint, save_checkpoint
 
 KIND = "training-state"
 

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..config import to_dict
-from ..data.dataset import ClipDataset, EpisodeDataset
-from ..frames import psnr, to_model
-from ..models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
-from .ema import EMA
-from .loop import Ranks, StepBatches, autocast_dtype, run_training
-from .state import load_state, save_state
+from worldsim.config import to_dict
+from worldsim.data.dataset import ClipDataset, EpisodeDataset
+from worldsim.frames import psnr, to_model
+from worldsim.models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
+from worldsim.training.ema import EMA
+from worldsim.training.loop import Ranks, StepBatches, autocast_dtype, run_training
+from worldsim.training.state import load_state, save_state
 
 
 @dataclass
@@ -69,9 +69,9 @@ class VAETrainConfig:
 
 def init_vae(vae: CausalVAE, path) -> None:
     """Load a VAE file's or a world file's VAE weights into ``vae`` (same config, every tensor)."""
-    from ..checkpoint import CheckpointError
-    from ..models.vae import load_vae
-    from ..world import load_world
+    from worldsim.checkpoint import CheckpointError
+    from worldsim.models.vae import load_vae
+    from worldsim.world import load_world
 
     try:
         other, _ = load_vae(path)

@@ -8,20 +8,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.games import atari, boxing, carracing, generic, pong
+from envs.games.action_repeat import ActionRepeat
+from envs.games.keymaps import Keymap
+from envs.games.policies import RandomPolicy
+from envs.games.preprocessing import FrameObservation
 from worldsim.spaces import space_to_dict
-
-from . import atari, boxing, carracing, generic, pong
-from .action_repeat import ActionRepeat
-from .keymaps import Keymap
-from .policies import RandomPolicy
-from .preprocessing import FrameObservation
 
 KINDS = ("carracing", "atari", "gym")
 POLICIES = ("driver", "pursuit", "random")
 
 
 @dataclass
-class WorldConfig:
+class SourceConfig:
     """Which real env a world is made from, and how its data is recorded (``configs/world/*.yaml``)."""
 
     name: str = "carracing"
@@ -82,10 +81,10 @@ def has_driver(kind: str, env_id: str) -> bool:
     return kind == "carracing" or (kind == "atari" and atari_driver(env_id) is not None)
 
 
-class SourceWorld:
+class SourceGame:
     """Makes the real env (observations: uint8 frames), its policy and keymap."""
 
-    def __init__(self, cfg: WorldConfig) -> None:
+    def __init__(self, cfg: SourceConfig) -> None:
         cfg.validate()
         self.cfg = cfg
 
@@ -151,7 +150,7 @@ class SourceWorld:
         }
 
 
-def source_world(source: dict[str, Any]) -> SourceWorld:
+def source_game(source: dict[str, Any]) -> SourceGame:
     """The real env behind a dataset or world file, from its stored source description.
 
     A file's metadata never makes the program import code: an ``env_id`` of the form ``module:Env`` (which
@@ -162,7 +161,7 @@ def source_world(source: dict[str, Any]) -> SourceWorld:
                          f"{env_id.split(':')[0]!r}; a world file or dataset must not make worldsim import code. "
                          "If you trust that module, register its env under a plain id (gymnasium.register) in your "
                          "own script and use that")
-    names = {f for f in WorldConfig.__dataclass_fields__}
-    cfg = WorldConfig(**{k: v for k, v in source.items() if k in names and k != "name"})
+    names = {f for f in SourceConfig.__dataclass_fields__}
+    cfg = SourceConfig(**{k: v for k, v in source.items() if k in names and k != "name"})
     cfg.name = source.get("world", cfg.name)
-    return SourceWorld(cfg)
+    return SourceGame(cfg)

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.games.source import SourceConfig, SourceGame
 from worldsim.data.dataset import EpisodeDataset, source_value
 from worldsim.data.episodes import DatasetError, Episode, write_shard
 from worldsim.spaces import action_array_spec, null_action
-
-from .source import SourceWorld, WorldConfig
 
 
 @dataclass
@@ -46,7 +45,7 @@ def episode_seed(base: int, index: int) -> int:
     return int(np.random.SeedSequence([base, index]).generate_state(1)[0])
 
 
-def run_episode(world: SourceWorld, env, index: int, base_seed: int) -> Episode:
+def run_episode(world: SourceGame, env, index: int, base_seed: int) -> Episode:
     """Play one episode of the data policy; arrays follow the shard alignment (actions[t] led to frames[t])."""
     seed = episode_seed(base_seed, index)
     policy = world.make_policy(np.random.default_rng([base_seed, index, 1]), env)
@@ -92,12 +91,12 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _collect_shard(world_cfg: WorldConfig, indices: list[int], base_seed: int, out: str) -> tuple[list[int], int]:
+def _collect_shard(world_cfg: SourceConfig, indices: list[int], base_seed: int, out: str) -> tuple[list[int], int]:
     """Worker: play the episodes ``indices`` and write them as one shard. Returns (indices, frames)."""
     import torch
 
     torch.set_num_threads(1)  # frames are resized with torch; one thread per worker
-    world = SourceWorld(world_cfg)
+    world = SourceGame(world_cfg)
     env = world.make_env()
     try:
         episodes = [run_episode(world, env, i, base_seed) for i in indices]
@@ -107,8 +106,8 @@ def _collect_shard(world_cfg: WorldConfig, indices: list[int], base_seed: int, o
     return indices, sum(len(e) for e in episodes)
 
 
-def describe_source(world_cfg: WorldConfig) -> dict:
-    world = SourceWorld(world_cfg)
+def describe_source(world_cfg: SourceConfig) -> dict:
+    world = SourceGame(world_cfg)
     env = world.make_env()
     try:
         return world.describe(env)
@@ -116,7 +115,7 @@ def describe_source(world_cfg: WorldConfig) -> dict:
         env.close()
 
 
-def collect(world_cfg: WorldConfig, cfg: CollectConfig) -> EpisodeDataset:
+def collect(world_cfg: SourceConfig, cfg: CollectConfig) -> EpisodeDataset:
     """Grow ``cfg.out`` to at least ``cfg.frames`` frames and return the dataset."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

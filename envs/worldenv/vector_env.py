@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from .world_core import WorldCore
+from envs.worldenv.core import WorldCore
 
 
 class WorldModelVectorEnv(gym.vector.VectorEnv):
@@ -27,7 +27,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         termination_threshold: float = 0.5, compile: bool = False, dtype: str = "auto", render_mode: str | None = None,
         observation: str = "frames", window: int | None = None,
     ) -> None:
-        """As :class:`~envs.world_env.WorldModelEnv`, for ``num_envs`` worlds."""
+        """As :class:`~envs.worldenv.env.WorldModelEnv`, for ``num_envs`` worlds."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"the vector env renders rgb_array only, got render_mode={render_mode!r}")
         if render_mode is not None and observation != "frames":
@@ -41,7 +41,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.max_episode_steps = int(max_episode_steps or w.source.get("max_episode_steps") or 1000)
+        self.max_episode_steps = int(max_episode_steps or w.episode_limit)
         self._frames = np.zeros((num_envs, *self.single_observation_space.shape), self.single_observation_space.dtype)
         self._steps = np.zeros(num_envs, np.int64)
         self._needs_reset = np.zeros(num_envs, bool)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .frames import to_model
+from worldsim.frames import to_model
 
 
 class RealOrGenerated(nn.Module):

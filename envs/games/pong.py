@@ -12,7 +12,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from .keymaps import Keymap
+from envs.games.keymaps import Keymap
 
 NOOP, FIRE, UP, DOWN, UPFIRE, DOWNFIRE = range(6)
 """Pong's minimal action set; ALE calls up RIGHT and down LEFT (the paddle sits on the right)."""

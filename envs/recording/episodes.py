@@ -45,7 +45,7 @@ def _check_frame_space(space: gym.Space) -> None:
     if not (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
             and space.shape[-1] == 3 and space.shape[0] == space.shape[1]):
         raise ValueError(f"recording needs square uint8 RGB frame observations (S, S, 3), this env observes {space}; "
-                         "wrap it with envs.preprocessing.FrameObservation first")
+                         "wrap it with envs.games.preprocessing.FrameObservation first")
 
 
 class EpisodeWriter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from .keymaps import Keymap, atari_keymap
+from envs.games.keymaps import Keymap, atari_keymap
 
 FPS = 15.0
 """60 Hz emulator frames, one observation every 4."""

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .frames import to_model
+from worldsim.frames import to_model
 
 
 def psnr_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .engine.simulator import SamplerConfig
-from .world import World
+from worldsim.engine.sampler import SamplerConfig
+from worldsim.world import World
 
 
 def held_actions(space, k: int, seed: int) -> list:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .frames import to_model
+from worldsim.frames import to_model
 
 
 class InverseDynamics(nn.Module):

@@ -13,7 +13,7 @@ import math
 import gymnasium as gym
 import numpy as np
 
-from .keymaps import Keymap
+from envs.games.keymaps import Keymap
 
 NOOP, LEFT, RIGHT, GAS, BRAKE = range(5)
 ZOOM_FRAMES = 50

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from envs.games.keymaps import Keymap
 from worldsim.device import resolve_device, resolve_dtype
+from worldsim.engine.sampler import check_steps
 from worldsim.frames import check_frames, resize_frames
 from worldsim.spaces import action_array_spec, check_actions, null_action
 from worldsim.world import World, load_world, world_path
-
-from .keymaps import Keymap
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, world: str | None) -> Path:
@@ -58,11 +58,9 @@ class WorldCore:
         # attention and the KV cache float32); the VAE stays float32.
         self.world: World = load_world(resolve_checkpoint(checkpoint, world), self.device,
                                         resolve_dtype(dtype, self.device))
-        if sampling_steps is not None and not 1 <= sampling_steps <= 8:
-            raise ValueError(f"sampling_steps must be 1..8, got {sampling_steps}")
-        sampler = self.world.sampler.override(steps=None if sampling_steps is None else int(sampling_steps),
-                                              guidance=None if guidance is None else float(guidance),
-                                              window=window)
+        sampler = self.world.sampler.override(
+            steps=None if sampling_steps is None else check_steps(sampling_steps, "sampling_steps"),
+            guidance=None if guidance is None else float(guidance), window=window)
         self.n, self.threshold, self.observation = num_worlds, termination_threshold, observation
         self.sim = self.world.simulator(num_worlds, sampler, compile=compile)
         self.action_space = self.world.action_space

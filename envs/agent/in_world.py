@@ -1,7 +1,7 @@
 """N worlds as an agent sees them: stacked latent observations, one decision every ``action_repeat`` frames,
 episodes that end at the predicted termination or after ``max_frames`` frames.
 
-:class:`AgentWorlds` is the batched core over :class:`~envs.world_core.WorldCore` (latent observations, so the
+:class:`AgentWorlds` is the batched core over :class:`~envs.worldenv.core.WorldCore` (latent observations, so the
 VAE decoder never runs). :class:`AgentWorldEnv` is one of them as a Gymnasium env (what the RL library's env
 checker checks); :func:`sb3_vec_env` adapts the batch to Stable-Baselines3's VecEnv (same-step autoreset,
 ``terminal_observation`` and ``episode`` in the infos), so N worlds cost one batched model call per frame.
@@ -13,23 +13,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
+from envs.agent.network import AgentConfig
+from envs.agent.view import AgentView
+from envs.worldenv.core import WorldCore
 from worldsim.spaces import check_actions
-
-from ..world_core import WorldCore
-from .network import AgentConfig
-
-
-def stacked_space(latent_shape: tuple[int, int, int], stack: int) -> spaces.Box:
-    c, h, w = latent_shape
-    return spaces.Box(-np.inf, np.inf, (stack * c, h, w), np.float32)
-
-
-def push(obs: np.ndarray, latents: np.ndarray, c: int) -> None:
-    """Shift stacked observations (N, S*C, h, w) by one decision in place; the newest latents come first."""
-    obs[:, c:] = obs[:, :-c].copy()
-    obs[:, :c] = latents
 
 
 class AgentWorlds:
@@ -45,12 +33,11 @@ class AgentWorlds:
             raise ValueError(f"agents need a discrete action space; this world has {core.action_space}")
         self.core, self.cfg, self.n, self.max_frames = core, cfg, core.n, int(max_frames)
         self.latent_shape = tuple(core.observation_space().shape)
-        self.c = self.latent_shape[0]
-        self.observation_space = stacked_space(self.latent_shape, cfg.stack)
+        self.view = AgentView(cfg, self.latent_shape, self.n)
+        self.observation_space = self.view.space
         self.action_space = core.action_space
         self.rng = np.random.default_rng(seed)
         core.seed(seed)
-        self.obs = np.zeros((self.n, *self.observation_space.shape), np.float32)
         self.frames = np.zeros(self.n, np.int64)
         self.returns = np.zeros(self.n, np.float64)
         self.started = False
@@ -72,11 +59,10 @@ class AgentWorlds:
                 pick = self.rng.integers(len(self.starts[0]), size=len(idx))
                 contexts = [(self.starts[0][j], self.starts[1][j]) for j in pick]
             self.core.start(idx, contexts)
-            z = self.core.latents(idx)
-            self.obs[idx] = np.tile(z, (1, self.cfg.stack, 1, 1))
+            self.view.start(self.core.latents(idx), idx)
             self.frames[idx], self.returns[idx] = 0, 0.0
         self.started = True
-        return self.obs.copy()
+        return self.view.obs.copy()
 
     def step(self, actions, autoreset: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
         """actions (N,) held for ``action_repeat`` frames -> observations (N, S*C, h, w), summed predicted rewards
@@ -96,13 +82,13 @@ class AgentWorlds:
         terminated = ended
         truncated = ~terminated & (self.frames >= self.max_frames)
         self.returns += total
-        push(self.obs, self.core.latents(), self.c)
+        self.view.push(self.core.latents())
         infos: list[dict[str, Any]] = [{} for _ in range(self.n)]
         done = np.flatnonzero(terminated | truncated)
         for i in done:
             infos[i] = {"episode": {"r": float(self.returns[i]), "l": int(self.frames[i])},
                         "TimeLimit.truncated": bool(truncated[i])}
-        obs = self.obs.copy()
+        obs = self.view.obs.copy()
         if autoreset and len(done):
             for i in done:
                 infos[i]["terminal_observation"] = obs[i].copy()

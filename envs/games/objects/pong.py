@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .pong import DOWN, UP
+from envs.games.pong import DOWN, UP
 
 FRAME_SIZE = 64
 COURT_ROWS = slice(11, 59)
@@ -142,7 +142,7 @@ def vae_report(vae_path: str, data_dir: str, heldout_every: int = 10, skip: int 
 
     from worldsim.data.dataset import EpisodeDataset
     from worldsim.frames import to_model, to_uint8
-    from worldsim.metrics import psnr_frames
+    from worldsim.metrics.image import psnr_frames
     from worldsim.models.vae import load_vae
 
     vae, _ = load_vae(vae_path)

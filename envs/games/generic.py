@@ -5,8 +5,8 @@ from __future__ import annotations
 import gymnasium as gym
 from gymnasium import spaces
 
-from .keymaps import Keymap, number_keymap
-from .preprocessing import is_rgb_image_space
+from envs.games.keymaps import Keymap, number_keymap
+from envs.games.preprocessing import is_rgb_image_space
 
 
 def make(env_id: str, render_mode: str | None, **kwargs) -> gym.Env:

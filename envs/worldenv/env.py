@@ -15,9 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.worldenv.core import WorldCore
 from worldsim.spaces import check_actions
-
-from .world_core import WorldCore
 
 
 class WorldModelEnv(gym.Env):
@@ -50,7 +49,7 @@ class WorldModelEnv(gym.Env):
         self.render_mode, self.render_scale = render_mode, render_scale
         self.observation_space = self.core.observation_space()
         self.action_space = self.core.action_space
-        self.max_episode_steps = int(max_episode_steps or w.source.get("max_episode_steps") or 1000)
+        self.max_episode_steps = int(max_episode_steps or w.episode_limit)
         self._frame: np.ndarray | None = None
         self._steps = 0
         self._window = None
@@ -70,6 +69,20 @@ class WorldModelEnv(gym.Env):
         if value is not None and value.max_episode_steps is None:
             value = dataclasses.replace(value, max_episode_steps=self.max_episode_steps)
         self.__dict__["_spec"] = value
+
+    @property
+    def sampler(self):
+        """The sampler the world runs with now (:class:`~worldsim.engine.sampler.SamplerConfig`)."""
+        return self.core.sim.sampler
+
+    def retune(self, **changes) -> None:
+        """Change the sampler between steps (play.py's live keys): ``steps=``, ``guidance=``, ... as
+        :meth:`~worldsim.engine.sampler.SamplerConfig.override` takes them, with its checks."""
+        self.core.sim.sampler = self.core.sim.sampler.override(**changes)
+
+    def latent(self) -> np.ndarray:
+        """The current normalised latent frame: float32 (C, h, w) (what an agent trained in the world reads)."""
+        return self.core.latents()[0]
 
     @property
     def model_ms(self) -> float:
@@ -107,7 +120,7 @@ class WorldModelEnv(gym.Env):
             return self._frame.copy()
         if self.render_mode == "human":
             if self._window is None:
-                from .play.window import Window
+                from envs.play.window import Window
 
                 self._window = Window(f"worldsim: {self.world.name}", self._frame.shape[:2], self.render_scale)
             self._window.show(self._frame)
