@@ -206,11 +206,14 @@ def check_overrides(argv: list[str]) -> None:
         text = " ".join(str(e).split()).split(" Config search path")[0]
         if "Could not override" in text or "not in struct" in text:
             key = text.split("'")[1] if "'" in text else text
-            text = f"no setting {key!r} (see configs/config.yaml; to add a new key, +{key}=...)"
+            text = f"no setting {key!r} (the settings are the dataclasses envs/settings.py names; to add a new key, +{key}=...)"
         print(f"error: {text}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
+    from envs.settings import register
+
+    register()  # every default, from the dataclasses, composed before the YAML files
     check_overrides(sys.argv[1:])
     main()

@@ -38,14 +38,14 @@ from worldsim.world import load_world
 class AgentTrainConfig:
     """PPO in the world (``agent.train``)."""
 
-    worlds: int = 32
+    worlds: int = 64
     """Worlds stepped together (one batched model call per frame)."""
-    timesteps: int = 200_000
+    timesteps: int = 100_000
     """Agent decisions in all worlds together; world frames = timesteps x action_repeat."""
-    n_steps: int = 64
+    n_steps: int = 32
     """Decisions per world per rollout (a rollout is worlds x n_steps decisions)."""
-    batch_size: int = 512
-    epochs: int = 4
+    batch_size: int = 256
+    epochs: int = 8
     lr: float = 3e-4
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -65,9 +65,10 @@ class AgentTrainConfig:
     """The world's DiT dtype: ``auto`` is bf16 on a GPU or a CPU with native bf16 (attention stays float32 on a
     CPU; bf16 matched fp32 fidelity, BENCHMARKS.md) and float32 elsewhere: emulated bf16 on an AVX2-only CPU
     made a Boxing world step 4x slower (10 decisions/s against 37 in float32 at 64 worlds)."""
-    window: int | None = None
-    """Frames the world attends to (None: the world's own)."""
-    save_every: int = 5
+    window: int | None = 8
+    """Frames the world attends to (None: the world's own). 8, not the shipped world's 16: fidelity as good
+    and a faster step (BENCHMARKS.md)."""
+    save_every: int = 2
     """Rollouts between saves of the resumable state and the agent file."""
     seed: int = 0
     progress: bool = True
