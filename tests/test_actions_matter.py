@@ -1,5 +1,6 @@
 """A tiny DiT trained briefly on a synthetic world where the action decides the motion must follow the action."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,7 @@ def episodes(b: int, t: int, gen: torch.Generator):
     return bars((start + steps.cumsum(1)) % SIZE), actions, (start + steps.cumsum(1)) % SIZE
 
 
+@pytest.mark.slow
 def test_actions_decide_the_predicted_motion():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)

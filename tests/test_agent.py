@@ -139,6 +139,7 @@ def test_agent_files_round_trip_and_foreign_or_truncated_ones_are_refused(tmp_pa
         load_agent(tmp_path / "cut.safetensors")
 
 
+@pytest.mark.slow
 def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_game(tiny_world, tmp_path,
                                                                                     carracing_data):
     run = tmp_path / "run"
@@ -217,6 +218,7 @@ def test_the_same_ppo_trains_in_the_real_game_as_a_baseline(tiny_world, tmp_path
     assert rows[-1]["episodes"] >= 2  # 10-frame real episodes, 5 decisions each, reported by the library's Monitor
 
 
+@pytest.mark.slow
 def test_a_killed_agent_run_saves_and_resumes(tiny_world, tmp_path):
     import os
     import signal

@@ -23,6 +23,7 @@ def test_metrics_behave():
     assert warp_error(smooth) < warp_error(a)  # moving gradient warps well; noise does not
 
 
+@pytest.mark.slow
 def test_eval_report_on_a_tiny_world(tiny_world, tmp_path):
     cfg = EvalConfig(out=str(tmp_path / "eval"), episodes=2, context=3, horizons=(1, 2, 4), skip=2, long_frames=20,
                      segment=10, idm_steps=3, device="cpu", second_episodes=3, second_skip_max=30, realism_steps=20,

@@ -129,6 +129,7 @@ def test_no_display_suggests_headless(tiny_world, driver):
     assert proc.returncode == 2 and "--headless" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_attend_plays_a_shorter_window_and_refuses_a_longer_one(tiny_world, tmp_path):
     """--attend N: each frame attends to N frames (faster); the video differs from the world's own window once
     the rollout outgrows N, and more frames than the world was trained with is one clear line, exit 2."""

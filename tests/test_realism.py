@@ -1,6 +1,7 @@
 """Realism measures: sharpness, frame-to-frame change and the classifier two-sample test."""
 
 import numpy as np
+import pytest
 
 from worldsim.metrics.image import frame_change, sharpness
 from worldsim.metrics.two_sample import two_sample_accuracy
@@ -31,6 +32,7 @@ def test_sharpness_and_frame_change():
     assert frame_change(frozen) == 0 and frame_change(shimmer.astype(np.uint8)) > 2 * frame_change(real)
 
 
+@pytest.mark.slow
 def test_two_sample_test_tells_noise_and_not_real_from_real():
     real, other_real = scenes(8, seed=0), scenes(8, seed=1)
     noise = np.random.default_rng(2).integers(0, 256, real.shape, dtype=np.uint8)

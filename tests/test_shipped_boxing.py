@@ -27,6 +27,7 @@ def test_shipped_file_is_small_loads_strictly_and_is_registered():
     env.close()
 
 
+@pytest.mark.slow
 def test_the_white_boxer_follows_the_keys_and_both_stay_in_the_ring():
     env = WorldModelEnv(world="boxing", device="cpu")
     moved = {}

@@ -16,6 +16,7 @@ def test_shipped_file_is_small_and_loads_strictly():
     assert world.name == "carracing" and world.action_space.n == 5 and len(world.context_frames) >= 4
 
 
+@pytest.mark.slow
 def test_plays_100_frames_and_responds_to_actions():
     env = WorldModelEnv(world="carracing", device="cpu")
     env.reset(seed=0)

@@ -98,6 +98,7 @@ def test_partial_restart_needs_a_started_simulator():
         sim.prefill(context(1), worlds=[2])
 
 
+@pytest.mark.slow
 def test_compiled_step_gives_the_eager_frames():
     eager = make()
     compiled = Simulator(eager.dit, eager.vae, 2, eager.sampler, seed=1, compile=True)

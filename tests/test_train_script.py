@@ -11,6 +11,8 @@ import torch
 
 from worldsim.models.vae import load_vae
 
+pytestmark = pytest.mark.slow  # each test trains a tiny world or runs train.py stages (minutes in all)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

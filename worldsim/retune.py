@@ -42,9 +42,7 @@ def retune(path: str | Path, out: str | Path, changes: dict, overwrite: bool = F
     meta, tensors = read_checkpoint(path, WORLD_KIND)  # strict, and every tensor checked against its checksum
     old = from_dict(SamplerConfig, meta["sampler"], "sampler")
     new = from_dict(SamplerConfig, {**to_dict(old), **changes}, "sampler")  # validated like any sampler
-    trained = int(meta["config"]["dit"]["window"])
-    if new.window is not None and new.window > trained:
-        raise ValueError(f"window {new.window} is longer than the {trained} frames this world was trained with")
+    new.fit(int(meta["config"]["dit"]["window"]))  # no longer than the trained window
     if new == old:
         raise ValueError(f"{path} already samples with {to_dict(old)}; nothing to change")
     for k in ("format", "version", "kind"):  # written by save_checkpoint itself
