@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from envs.games.policies import RandomPolicy, ScriptedPolicy
     from envs.games.source import source_game
     from envs.play.game import Game, Side
-    from envs.play.window import NoDisplayError, Window
+    from envs.window import NoDisplayError, Window
     from envs.worldenv.env import WorldModelEnv
     from worldsim.checkpoint import CheckpointError
     from worldsim.device import resolve_device

@@ -10,7 +10,7 @@ import pytest
 
 from envs.games.keymaps import Keymap
 from envs.play.game import Game, Side
-from envs.play.window import Window
+from envs.window import Window
 from envs.worldenv.env import WorldModelEnv
 from worldsim.data.dataset import EpisodeDataset
 from worldsim.video import read_video

@@ -1,2 +1,2 @@
-"""The pygame frontend: the play loop (game.py), its heads-up display (hud.py) and the window (window.py).
-``play.py`` is its entry point; ``WorldModelEnv(render_mode="human")`` borrows the window."""
+"""The pygame frontend: the play loop (game.py) and its heads-up display (hud.py), shown in the pygame window
+of :mod:`envs.window` (which ``WorldModelEnv(render_mode="human")`` uses too). ``play.py`` is its entry point."""

@@ -120,7 +120,7 @@ class WorldModelEnv(gym.Env):
             return self._frame.copy()
         if self.render_mode == "human":
             if self._window is None:
-                from envs.play.window import Window
+                from envs.window import Window
 
                 self._window = Window(f"worldsim: {self.world.name}", self._frame.shape[:2], self.render_scale)
             self._window.show(self._frame)
