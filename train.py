@@ -85,25 +85,25 @@ def run_stage(cfg: DictConfig) -> None:
     from envs.games.source import SourceConfig
     from worldsim.config import from_dict
 
-    world = from_dict(SourceConfig, _plain(cfg.world), "world")
-    world.validate()
+    source = from_dict(SourceConfig, _plain(cfg.world), "world")  # the real game behind world=NAME
+    source.validate()
     if cfg.stage != "all":
-        return _run(cfg, cfg.stage, world)
+        return _run(cfg, cfg.stage, source)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("stage=all runs in one process; under torchrun, launch stage=vae and stage=dynamics on "
                          "their own and the other stages with plain python")
     for stage in PIPELINE:
         print(f"== stage={stage} ==", flush=True)
-        _run(cfg, stage, world)
+        _run(cfg, stage, source)
 
 
-def _run(cfg: DictConfig, stage: str, world) -> None:
+def _run(cfg: DictConfig, stage: str, source) -> None:
     from worldsim.config import from_dict
 
     if stage == "collect":
         from envs.recording.collect import CollectConfig, collect
 
-        collect(world, from_dict(CollectConfig, dict(_plain(cfg.collect), out=cfg.data_dir), "collect"))
+        collect(source, from_dict(CollectConfig, dict(_plain(cfg.collect), out=cfg.data_dir), "collect"))
     elif stage == "vae":
         from worldsim.models.vae import VAEConfig
         from worldsim.training.vae_trainer import VAETrainConfig, train_vae
@@ -132,7 +132,7 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
 
         export_cfg = from_dict(ExportConfig, _plain(cfg.export), "export")
         sampler = from_dict(SamplerConfig, _plain(cfg.sampler), "sampler")
-        out = export_world(export_cfg, cfg.data_dir, cfg.run_dir, sampler, world.name)
+        out = export_world(export_cfg, cfg.data_dir, cfg.run_dir, sampler, source.name)
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): play it with `python play.py --checkpoint {out}`")
     elif stage == "eval":
         from envs.evaluation.evaluate import EvalConfig, evaluate_world
@@ -140,7 +140,7 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
         eval_cfg = from_dict(EvalConfig, _plain(cfg.eval), "eval")
         from worldsim.training.export import run_export_path
 
-        report = evaluate_world(cfg.checkpoint or run_export_path(cfg.run_dir, world.name), eval_cfg)
+        report = evaluate_world(cfg.checkpoint or run_export_path(cfg.run_dir, source.name), eval_cfg)
         memory = {k: v for k, v in (report["track_memory"] or {}).items() if k != "road_iou_by_frame"}
         print(json.dumps({**{k: report[k] for k in ("fidelity_by_horizon", "realism", "second_driver", "warp_error",
                                                     "controllability", "reward_termination")},
@@ -163,15 +163,15 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
 
         net_cfg = from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net")
         train_cfg = from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train")
-        out = train_agent(_agent_world(cfg, world), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device,
+        out = train_agent(_agent_world(cfg, source), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device,
                           cfg.data_dir)
-        print(f"wrote {out}: score it in the real game with `python train.py world={world.name} stage=agent_eval "
+        print(f"wrote {out}: score it in the real game with `python train.py world={source.name} stage=agent_eval "
               f"agent_eval.agent={out}`")
     elif stage == "agent_eval":
         from envs.agent.evaluation import AgentEvalConfig, evaluate_agent
 
         eval_cfg = from_dict(AgentEvalConfig, _plain(cfg.agent_eval), "agent_eval")
-        agent = eval_cfg.agent or cfg.agent.out or f"{cfg.run_dir}/agent/{world.name}-agent.safetensors"
+        agent = eval_cfg.agent or cfg.agent.out or f"{cfg.run_dir}/agent/{source.name}-agent.safetensors"
         report = evaluate_agent(agent, eval_cfg, cfg.agent.world or cfg.checkpoint, cfg.agent.device)
         print(f"wrote {eval_cfg.out}/report.json, returns.png")
         r = report["agent"]
@@ -181,11 +181,11 @@ def _run(cfg: DictConfig, stage: str, world) -> None:
                          "agent_eval")
 
 
-def _agent_world(cfg: DictConfig, world):
+def _agent_world(cfg: DictConfig, source):
     """The world file an agent learns in: agent.world, else checkpoint, else the shipped world of world.name."""
     from worldsim.world import world_path
 
-    return cfg.agent.world or cfg.checkpoint or world_path(world.name)
+    return cfg.agent.world or cfg.checkpoint or world_path(source.name)
 
 
 def check_overrides(argv: list[str]) -> None:

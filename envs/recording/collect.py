@@ -45,10 +45,10 @@ def episode_seed(base: int, index: int) -> int:
     return int(np.random.SeedSequence([base, index]).generate_state(1)[0])
 
 
-def run_episode(world: SourceGame, env, index: int, base_seed: int) -> Episode:
+def run_episode(game: SourceGame, env, index: int, base_seed: int) -> Episode:
     """Play one episode of the data policy; arrays follow the shard alignment (actions[t] led to frames[t])."""
     seed = episode_seed(base_seed, index)
-    policy = world.make_policy(np.random.default_rng([base_seed, index, 1]), env)
+    policy = game.make_policy(np.random.default_rng([base_seed, index, 1]), env)
     obs, _ = env.reset(seed=seed)
     policy.reset(env)
     shape, dtype = action_array_spec(env.action_space)
@@ -91,38 +91,38 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _collect_shard(world_cfg: SourceConfig, indices: list[int], base_seed: int, out: str) -> tuple[list[int], int]:
+def _collect_shard(source_cfg: SourceConfig, indices: list[int], base_seed: int, out: str) -> tuple[list[int], int]:
     """Worker: play the episodes ``indices`` and write them as one shard. Returns (indices, frames)."""
     import torch
 
     torch.set_num_threads(1)  # frames are resized with torch; one thread per worker
-    world = SourceGame(world_cfg)
-    env = world.make_env()
+    game = SourceGame(source_cfg)
+    env = game.make_env()
     try:
-        episodes = [run_episode(world, env, i, base_seed) for i in indices]
-        write_shard(Path(out) / shard_name(indices), episodes, world.describe(env) | {"seed": base_seed})
+        episodes = [run_episode(game, env, i, base_seed) for i in indices]
+        write_shard(Path(out) / shard_name(indices), episodes, game.describe(env) | {"seed": base_seed})
     finally:
         env.close()
     return indices, sum(len(e) for e in episodes)
 
 
-def describe_source(world_cfg: SourceConfig) -> dict:
-    world = SourceGame(world_cfg)
-    env = world.make_env()
+def describe_source(source_cfg: SourceConfig) -> dict:
+    game = SourceGame(source_cfg)
+    env = game.make_env()
     try:
-        return world.describe(env)
+        return game.describe(env)
     finally:
         env.close()
 
 
-def collect(world_cfg: SourceConfig, cfg: CollectConfig) -> EpisodeDataset:
+def collect(source_cfg: SourceConfig, cfg: CollectConfig) -> EpisodeDataset:
     """Grow ``cfg.out`` to at least ``cfg.frames`` frames and return the dataset."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp*"):  # half-written shards of a killed run
         stale.unlink()
     data = EpisodeDataset(out)
-    source = describe_source(world_cfg)
+    source = describe_source(source_cfg)
     if data.shards:
         old = data.source
         for key in ("env_id", "frame_size", "action_space", "policy", "frame_skip"):
@@ -149,12 +149,12 @@ def collect(world_cfg: SourceConfig, cfg: CollectConfig) -> EpisodeDataset:
             i += 1
 
     todo = chunks()
-    est = data.num_frames / len(data) if len(data) else world_cfg.max_episode_steps  # frames per episode
+    est = data.num_frames / len(data) if len(data) else source_cfg.max_episode_steps  # frames per episode
     bar = None
     if cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.frames, initial=total, unit="frame", desc=f"collect {world_cfg.name}", smoothing=0.1)
+        bar = tqdm(total=cfg.frames, initial=total, unit="frame", desc=f"collect {source_cfg.name}", smoothing=0.1)
     start, new_frames = time.perf_counter(), 0
     # Fresh interpreters (spawn): no forked torch thread pools. A worker that dies
     # breaks the pool with an error instead of hanging the run.
@@ -165,7 +165,7 @@ def collect(world_cfg: SourceConfig, cfg: CollectConfig) -> EpisodeDataset:
         while True:
             while len(pending) < cfg.workers and total + sum(map(len, pending.values())) * est < cfg.frames:
                 c = next(todo)
-                pending[pool.submit(_collect_shard, world_cfg, c, cfg.seed, str(out))] = c
+                pending[pool.submit(_collect_shard, source_cfg, c, cfg.seed, str(out))] = c
             if not pending:
                 break
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
