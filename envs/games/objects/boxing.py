@@ -19,7 +19,7 @@ BOXERS = ("white", "black")
 
 def _check(frames: np.ndarray) -> None:
     if frames.dtype != np.uint8 or frames.shape[-3:] != (FRAME_SIZE, FRAME_SIZE, 3):
-        raise ValueError(f"boxing_objects reads uint8 (..., {FRAME_SIZE}, {FRAME_SIZE}, 3) frames, got "
+        raise ValueError(f"envs.games.objects.boxing reads uint8 (..., {FRAME_SIZE}, {FRAME_SIZE}, 3) frames, got "
                          f"{frames.dtype} {frames.shape}")
 
 
