@@ -220,3 +220,59 @@ def test_non_finite_weights_are_not_written(tmp_path):
     with pytest.raises(CheckpointError, match="NaN or infinite"):
         save_checkpoint(tmp_path / "m.safetensors", "test", {"m": m}, {})
     assert not list(tmp_path.iterdir())
+
+
+def test_settings_of_the_wrong_type_name_the_setting(tiny_world, tmp_path, capsys):
+    """A non-numeric or fractional value where a whole number belongs is one line naming the setting, in a
+    dataclass built from YAML or JSON and in retune's options."""
+    from envs.agent.evaluation import AgentEvalConfig
+    from envs.evaluation.evaluate import EvalConfig
+    from envs.recording.collect import CollectConfig
+    from worldsim.config import from_dict
+    from worldsim.retune import main
+
+    for cls, where, values, says in ((CollectConfig, "collect", {"frames": "abc"}, "collect.frames must be a whole number"),
+                                     (AgentEvalConfig, "agent_eval", {"episodes": 2.5}, "agent_eval.episodes must be a whole"),
+                                     (AgentEvalConfig, "agent_eval", {"deterministic": "no"}, "must be true or false"),
+                                     (EvalConfig, "eval", {"horizons": [1, "x"]}, "eval.horizons must be a list of whole")):
+        with pytest.raises(ValueError, match=says):
+            from_dict(cls, values, where)
+    assert from_dict(EvalConfig, {"guidance": 2, "horizons": [1, 4], "sampling_steps": None}).horizons == (1, 4)
+    assert main([str(tiny_world), "--out", str(tmp_path / "x.safetensors"), "--steps", "2.5"]) == 2
+    assert "--steps must be a whole number, got '2.5'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_py_refuses_a_value_of_the_wrong_type_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for args, says in ((["stage=collect", "collect.frames=abc"], "collect.frames must be a whole number, got 'abc'"),
+                       (["stage=agent_eval", "agent_eval.episodes=2.5"], "agent_eval.episodes must be a whole number")):
+        proc = subprocess.run([sys.executable, "train.py", *args], cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.strip().startswith(f"error: {says}"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_world_file_whose_name_would_leave_its_folder_is_refused(tiny_world, tmp_path):
+    """A world's stored name becomes part of paths (agent files, recordings): `../../x` or `/tmp/x` in a file
+    is refused when it is loaded, and a name given to look a world up is checked too."""
+    from worldsim.checkpoint import read_checkpoint, save_checkpoint
+    from worldsim.world import WORLD_KIND, world_path
+
+    meta, tensors = read_checkpoint(tiny_world, WORLD_KIND)
+    for k in ("format", "version", "kind"):
+        meta.pop(k)
+    for bad in ("../../x", "/tmp/x", "a/../../b"):
+        path = save_checkpoint(tmp_path / "bad.safetensors", WORLD_KIND, {}, dict(meta, source={**meta["source"], "world": bad}),
+                               tensors)
+        with pytest.raises(CheckpointError, match="not a plain name"):
+            load_world(path)
+    for bad in ("../carracing", "/etc/passwd"):
+        with pytest.raises(ValueError, match="not a plain name"):
+            world_path(bad)
+    ok = save_checkpoint(tmp_path / "ok.safetensors", WORLD_KIND, {}, dict(meta, source={**meta["source"], "world": "ALE/Pong-v5"}),
+                         tensors)
+    assert load_world(ok).name == "ALE/Pong-v5"  # world=atari names a world by its env id

@@ -56,7 +56,12 @@ def retune(path: str | Path, out: str | Path, changes: dict, overwrite: bool = F
 def _value(name: str, text: str):
     if name == "window" and text.lower() in ("none", "trained"):
         return None
-    return int(text) if name in ("steps", "window") else float(text)
+    whole = name in ("steps", "window")
+    try:
+        return int(text) if whole else float(text)
+    except ValueError:
+        raise ValueError(f"--{name.replace('_', '-')} must be {'a whole number' if whole else 'a number'}, "
+                         f"got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

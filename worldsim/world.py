@@ -34,8 +34,20 @@ WORLD_KIND = "world"
 TRAIN_HINT = "python train.py world=NAME stage=export (after stage=collect, vae and dynamics)"
 
 
+def check_world_name(name: str, where: str = "a world name") -> str:
+    """A world's name is joined into paths (run folders, agent files, recordings): a relative path of plain
+    parts (``carracing``, ``ALE/Pong-v5``), never absolute, never ``..``. A name read from a file is checked
+    here before any path is made from it."""
+    parts = str(name).replace("\\", "/").split("/")
+    if not name or str(name).startswith(("/", "~")) or any(p in ("", ".", "..") for p in parts) or ":" in str(name):
+        raise ValueError(f"{where} {name!r} is not a plain name (letters, digits, '-', '_', '.', and '/' between "
+                         "parts; not absolute, no '..'): it would make paths outside their folder")
+    return str(name)
+
+
 def world_path(name: str, folder: str | Path | None = None) -> Path:
     """The checkpoint of a named world; a clear error lists the known ones."""
+    check_world_name(name)
     folder = Path(folder) if folder is not None else checkpoints_dir()
     path = folder / f"{name}.safetensors"
     if not path.is_file():
@@ -146,6 +158,10 @@ def load_world(path: str | Path, device: torch.device | str = "cpu", dtype: torc
             or not (std > 0).all():
         raise CheckpointError(f"{path}: latent statistics must be {c} finite means and {c} positive stds, got "
                               f"{mean.tolist()} / {std.tolist()}; re-export it with `{TRAIN_HINT}`")
+    try:
+        check_world_name(str(source.get("world", path.stem)), "its stored world name")
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}; a world file must not make worldsim write outside its folders") from None
     # Configs are checked against the weights before any network is allocated.
     try:
         check_fits(lambda: CausalVAE(vae_cfg), tensors, "vae", path)
