@@ -28,8 +28,8 @@ import torch
 
 from worldsim.bench import (
     LARGE,
-    _peak_rss_mib,
-    _step_times,
+    peak_rss_mib,
+    step_times,
     bench_engine,
     bench_interactive,
     bench_load,
@@ -51,7 +51,7 @@ def bench_gym_step(world_path: Path, device: torch.device, iters: int, warmup: i
 
     env = WorldModelEnv(world_path, device=str(device), max_episode_steps=10**9)
     env.reset(seed=0)
-    p = _step_times(lambda: env.step(3), device, warmup, iters,
+    p = step_times(lambda: env.step(3), device, warmup, iters,
                after=lambda out: env.reset() if out[2] or out[3] else None)  # an ended episode restarts, untimed
     env.close()
     return {**p, "fps": 1e3 / p["p50_ms"]}
@@ -110,7 +110,7 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
                                checkpoint=str(world_path), device=str(device), max_episode_steps=10**9, **kwargs)
             out[f"{name}world_steps_per_s_N{n}"] = rate(env, n, max(2, iters // max(1, n // 16)))
             env.close()
-        out[f"peak_rss_mib_after_N{n}"] = _peak_rss_mib()
+        out[f"peak_rss_mib_after_N{n}"] = peak_rss_mib()
         if device.type == "cuda":
             out[f"cuda_peak_mib_N{n}"] = torch.cuda.max_memory_allocated(device) / 2**20
     if sync_n:

@@ -118,7 +118,8 @@ LARGE = {"dim": 384, "depth": 12, "heads": 6}
 """The 'larger config' of the interactive benchmark: about 4x the default DiT's parameters."""
 
 
-def _peak_rss_mib() -> float:
+def peak_rss_mib() -> float:
+    """The peak resident memory of this process so far, MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -145,7 +146,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_times(step, device: torch.device, warmup: int, iters: int, after=None) -> dict[str, float]:
+def step_times(step, device: torch.device, warmup: int, iters: int, after=None) -> dict[str, float]:
     """p50/p99 ms of ``step()`` over ``iters`` calls after ``warmup`` untimed ones; ``after(result)``, untimed,
     follows each call."""
     times = []
@@ -170,7 +171,7 @@ def bench_interactive(world_path: Path, device: torch.device, steps: int | None,
     sim = world.simulator(1, sampler, compile=compile)
     sim.prefill(world.context_frames[:1], world.context_actions[:1])
     a = torch.zeros(1, dtype=torch.long, device=device)
-    p = _step_times(lambda: sim.step(a), device, warmup, iters)  # uint8 numpy frames: includes the device -> host copy
+    p = step_times(lambda: sim.step(a), device, warmup, iters)  # uint8 numpy frames: includes the device -> host copy
     return {**p, "fps": 1e3 / p["p50_ms"], "sampling_steps": sampler.steps, "guidance": sampler.guidance, "compiled": compile,
             "window": sim.window, "dtype": str(dtype).removeprefix("torch."),
             "dit_params_M": sum(x.numel() for x in world.dit.parameters()) / 1e6}
@@ -249,7 +250,7 @@ def bench_train(dit_cfg: DiTConfig, vae_cfg: VAEConfig, device: torch.device, it
     pre = {name: seconds(latent, dtype) for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))}
     out = {"train_frames_per_s": batch * clip / secs, "train_step_ms": 1e3 * secs,
            "train_pre_encoded_fp32_frames_per_s": batch * clip / pre["fp32"],
-           "train_pre_encoded_bf16_frames_per_s": batch * clip / pre["bf16"], "peak_rss_mib": _peak_rss_mib(),
+           "train_pre_encoded_bf16_frames_per_s": batch * clip / pre["bf16"], "peak_rss_mib": peak_rss_mib(),
            "batch": batch, "clip_length": clip}
     if device.type == "cuda":
         achieved = train_flops_per_frame(dit_cfg) * batch * clip / secs / 1e12

@@ -18,8 +18,9 @@ from worldsim.world import World
 
 
 class RealAgentEnv(gym.Env):
-    """The world's real env behind an agent's eyes: observations (S*C, h, w) as in :class:`~envs.agent.in_world.AgentWorlds`, each
-    action held for ``action_repeat`` frames (real rewards summed), the real game's own episode ends."""
+    """The world's real env behind an agent's eyes: observations (S*C, h, w) as in
+    :class:`~envs.agent.in_world.AgentWorlds`, each action held for ``action_repeat`` frames (real rewards
+    summed), the real game's own episode ends."""
 
     metadata = {"render_modes": []}
 

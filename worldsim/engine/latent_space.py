@@ -44,7 +44,6 @@ class LatentEncoder:
         """``meta``: the VAE's metadata (``latent_mean``, ``latent_std``; missing: unnormalised)."""
         self.vae = vae.to(device).eval().requires_grad_(False)
         self.norm = LatentNorm.from_meta(meta, vae.cfg.latent_channels, device)
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
 
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
