@@ -28,14 +28,14 @@ import torch
 
 from worldsim.bench import (
     LARGE,
-    peak_rss_mib,
-    step_times,
     bench_engine,
     bench_interactive,
     bench_load,
     bench_train,
     bench_vae,
+    peak_rss_mib,
     random_world,
+    step_times,
 )
 from worldsim.data.dataset import source_value
 from worldsim.device import default_dtype
