@@ -18,9 +18,11 @@ def make(space=DISCRETE, cfg=CFG) -> DiT:
     return m
 
 
-@pytest.mark.parametrize("shift", [0, 5000])
-def test_cached_generation_equals_uncached_forward(shift):
-    m, b, w = make(), 2, CFG.window
+@pytest.mark.parametrize("shift,pool", [(0, "mean"), (5000, "mean"), (0, "attention")])
+def test_cached_generation_equals_uncached_forward(shift, pool):
+    from dataclasses import replace
+
+    m, b, w = make(cfg=replace(CFG, head_pool=pool)), 2, CFG.window
     n = 3 * w + 2  # the window slides several times
     lat, acts = torch.randn(b, n, 4, 8, 8), torch.randint(0, 3, (b, n))
     cache = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, w, CFG.tokens_per_frame)
@@ -159,3 +161,32 @@ def test_fine_tuning_from_a_model_without_action_conditioning(tmp_path):
     other = DiT(CFG, {"type": "Discrete", "n": 4, "start": 0})
     with pytest.raises(ValueError, match="action space"):
         init_weights(other, path)
+
+
+def test_attention_head_pool_starts_as_the_mean_and_can_read_one_token(tmp_path):
+    """head_pool=attention: a world with mean-pooled heads loads into it and predicts exactly the same rewards
+    and terminations (the queries start at zero); a query can single out one token of a frame, which the mean
+    dilutes 1 : L."""
+    from dataclasses import replace
+
+    from worldsim.models.dit import AttentionPool
+    from worldsim.training.dynamics_trainer import init_weights, save_dynamics
+
+    old = make()
+    path = tmp_path / "old.safetensors"
+    save_dynamics(path, old, {"step": 1})
+    new = DiT(replace(CFG, head_pool="attention"), DISCRETE).eval()
+    assert init_weights(new, path) == ["done_pool.query", "reward_pool.query"]
+    lat, lv, acts = torch.randn(2, 3, 4, 8, 8), torch.rand(2, 3), torch.randint(0, 3, (2, 3))
+    with torch.no_grad():
+        for a, b in zip(new(lat, lv, acts), old(lat, lv, acts), strict=True):
+            torch.testing.assert_close(a, b)
+    pool = AttentionPool(8, 2)
+    # Four background tokens, flat across channels (their normalised keys are zero), and the one token that differs.
+    x = torch.arange(1.0, 6.0)[:, None].repeat(1, 8) * 0.1
+    x[3] = torch.tensor([3.0, -3, 3, -3, -3, 3, -3, 3])
+    with torch.no_grad():
+        pool.query.copy_(torch.nn.functional.layer_norm(x[3], (8,)).view(2, 4) * 20)
+    assert (pool(x) - x[3]).abs().max() < 0.05 < (x.mean(0) - x[3]).abs().max()
+    with pytest.raises(ValueError, match="head_pool"):
+        DiT(replace(CFG, head_pool="max"), DISCRETE)

@@ -71,16 +71,20 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     assert meta2["latent_std"] == world.latent_std.tolist() and meta2["from_world"] == str(world_file)
     vae_run = load_vae(runs / "vae.safetensors")[0]
     torch.testing.assert_close(vae2.encode(x), vae_run.encode(x), atol=1e-2, rtol=0)  # float16 weights in the world file
-    # Refit only the heads (reward in raw space) on the world's frozen network: nothing else moves.
+    # Refit only the heads (reward in raw space, attention-pooled) on the world's frozen network: nothing else
+    # moves, and the new pooling queries learn.
     heads = tmp_path / "heads"
     out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=3",
               f"dynamics.train.init_from={world_file}", "dynamics.train.train_only=heads", "dynamics.train.ema_decay=0",
-              "dynamics.model.reward_space=raw", f"data_dir={data}", f"run_dir={heads}", "world.max_episode_steps=20")
+              "dynamics.model.reward_space=raw", "dynamics.model.head_pool=attention", f"data_dir={data}",
+              f"run_dir={heads}", "world.max_episode_steps=20")
     refit = load_dynamics(heads / "dynamics.safetensors")[0]
     assert refit.cfg.reward_space == "raw" and world.dit.cfg.reward_space == "symlog"
+    assert refit.cfg.head_pool == "attention" and world.dit.cfg.head_pool == "mean"
     before = world.dit.state_dict()
-    moved = {k for k, w in refit.state_dict().items() if not torch.equal(w, before[k])}
-    assert moved and all(k.startswith(("reward_head.", "done_head.")) for k in moved), moved
+    moved = {k for k, w in refit.state_dict().items() if k not in before or not torch.equal(w, before[k])}
+    assert {"reward_pool.query", "done_pool.query"} <= moved, moved
+    assert all(k.startswith(("reward_head.", "done_head.", "reward_pool.", "done_pool.")) for k in moved), moved
     out = run("stage=video", "video.episode=1", *common)
     assert (runs / "episode-1.mp4").stat().st_size > 0
 

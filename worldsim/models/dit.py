@@ -63,6 +63,11 @@ class DiTConfig:
     CarRacing (checkpoints/README.md, 2026-12-02): an agent trained in the raw-head world was paid 494 by the
     world and -36 by the real game; in the symlog-head world, 227 and 327. The raw head is more optimistic
     where the data never went, and PPO finds those places, so symlog stays the default."""
+    head_pool: str = "mean"
+    """How the reward and termination heads read a frame's tokens: ``mean`` (their average) or ``attention``
+    (learned queries, one per attention head, over the frame's tokens; zero-initialised, so it starts as the
+    mean and a file without it loads unchanged). An event in a few pixels (a score digit that changes) is one
+    token of 65 and is diluted by the mean."""
 
     @property
     def patches(self) -> int:
@@ -88,6 +93,8 @@ class DiTConfig:
         return torch.sign(head) * torch.expm1(head.abs()) if self.reward_space == "symlog" else head
 
     def validate(self) -> None:
+        if self.head_pool not in ("mean", "attention"):
+            raise ValueError(f"head_pool must be mean or attention, got {self.head_pool!r}")
         if self.reward_space not in ("symlog", "raw"):
             raise ValueError(f"reward_space must be symlog or raw, got {self.reward_space!r}")
         if self.latent_size % self.patch_size:
@@ -104,6 +111,24 @@ def level_embedding(levels: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=levels.device, dtype=torch.float32) / half)
     ang = levels.float()[..., None] * 1000.0 * freqs
     return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+class AttentionPool(nn.Module):
+    """A frame's tokens (..., L, D) -> one vector (..., D): per attention head, a learned query scores the
+    (normalised) tokens and the softmax weights average that head's slice of them. The query starts at zero,
+    i.e. as the plain mean."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Parameter(torch.zeros(heads, dim // heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.heads
+        keys = rearrange(F.layer_norm(x, x.shape[-1:]), "... l (h d) -> ... h l d", h=h)
+        vals = rearrange(x, "... l (h d) -> ... h l d", h=h)
+        w = torch.softmax((keys * self.query.to(x.dtype)[:, None]).sum(-1) / math.sqrt(keys.shape[-1]), dim=-1)
+        return rearrange((w[..., None] * vals).sum(-2), "... h d -> ... (h d)")
 
 
 class ActionEmbed(nn.Module):
@@ -224,6 +249,9 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.bias)
         self.reward_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
         self.done_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        pool = cfg.head_pool == "attention"
+        self.reward_pool = AttentionPool(d, cfg.heads) if pool else None
+        self.done_pool = AttentionPool(d, cfg.heads) if pool else None
         # Positions of one frame's tokens relative to its frame index: (L, 3).
         k, g = cfg.action_tokens, cfg.latent_size // p
         act = torch.stack([torch.zeros(k), -torch.ones(k), torch.arange(k)], -1)
@@ -251,8 +279,15 @@ class DiT(nn.Module):
         y = self.patch_out(self.norm_out(x[:, :, c.action_tokens :]) * (1 + scale) + shift)  # patch tokens only
         g = c.latent_size // c.patch_size
         v = rearrange(y, "b t (h w) (c p q) -> b t c (h p) (w q)", h=g, w=g, p=c.patch_size, q=c.patch_size)
-        pooled = x.mean(2)
-        return v, self.reward_head(pooled)[..., 0], self.done_head(pooled)[..., 0]
+        if self.reward_pool is None:
+            pooled_r = pooled_d = x.mean(2)
+        else:
+            pooled_r, pooled_d = self.reward_pool(x), self.done_pool(x)
+        return v, self.reward_head(pooled_r)[..., 0], self.done_head(pooled_d)[..., 0]
+
+    def head_modules(self) -> list[nn.Module]:
+        """The modules of the reward and termination heads (what ``train_only=heads`` trains)."""
+        return [m for m in (self.reward_pool, self.reward_head, self.done_pool, self.done_head) if m is not None]
 
     def frame_mask(self, frames: torch.Tensor, branch: torch.Tensor | None = None) -> torch.Tensor:
         """Frame index of each frame (T,) -> block-causal windowed mask (T*L, T*L), True = attend.

@@ -207,7 +207,7 @@ def train_dynamics(
             raise ValueError("dynamics.train.train_only=heads trains the heads of a trained network: give "
                              "dynamics.train.init_from=WORLD_OR_DYNAMICS_FILE")
         dit.requires_grad_(False)
-        for head in (dit.reward_head, dit.done_head):
+        for head in dit.head_modules():
             head.requires_grad_(True)
     ema = EMA(dit, cfg.ema_decay).to(device)
     opt = torch.optim.AdamW([p for p in dit.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.95),
