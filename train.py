@@ -19,6 +19,11 @@ Stages (each resumes where a previous run of it stopped):
            run_dir/agent/<world>-agent.safetensors (pip install -e ".[rl]")
   agent_eval  that agent drives the REAL game on held-out tracks, next to random and the data driver;
            the last line is `real return: MEAN ± STD over N episodes`
+  loop     rounds of: the agent plays the real game for data, the world is fine-tuned on it, the agent trains
+           on in the new world and is scored in the real game (envs/loop/): run_dir/loop/report.json, loop.png
+
+Every training stage takes train.minutes=M: at M minutes it saves, exports what it exports, prints the command
+that continues it and exits with status 75.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from worldsim.locks import FolderInUse
+from worldsim.training.budget import Budget, BudgetReached, TrainConfig
 
 
 def _interrupt_on_sigterm() -> None:
@@ -46,7 +54,17 @@ def _plain(node) -> dict:
 
 
 # A user's mistake (a setting, a path, a file that is not what it should be): one line, exit 2.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ModuleNotFoundError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ModuleNotFoundError, FolderInUse)
+
+BUDGET_EXIT = 75
+"""Exit status when train.minutes ran out (EX_TEMPFAIL: saved, run the same command again for more)."""
+
+
+def continue_command() -> str:
+    """The command line that continues this run: the same one (every stage resumes from its run folder)."""
+    import shlex
+
+    return " ".join(["python", "train.py", *(shlex.quote(a) for a in sys.argv[1:])])
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
@@ -63,6 +81,9 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         print(f"stopped: run the same command again to resume stage={cfg.stage}", flush=True)
         raise SystemExit(130) from None
+    except BudgetReached as e:
+        print(f"{e}; continue with: {continue_command()}", flush=True)
+        raise SystemExit(BUDGET_EXIT) from None
     finally:
         import torch.distributed as dist
 
@@ -87,22 +108,30 @@ def run_stage(cfg: DictConfig) -> None:
 
     source = from_dict(SourceConfig, _plain(cfg.world), "world")  # the real game behind world=NAME
     source.validate()
+    train = from_dict(TrainConfig, _plain(cfg.train), "train")
+    train.validate()
+    budget = Budget(train.minutes)  # from now: the whole process, every stage of stage=all included
     if cfg.stage != "all":
-        return _run(cfg, cfg.stage, source)
+        return _run(cfg, cfg.stage, source, budget)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("stage=all runs in one process; under torchrun, launch stage=vae and stage=dynamics on "
                          "their own and the other stages with plain python")
     for stage in PIPELINE:
         print(f"== stage={stage} ==", flush=True)
-        _run(cfg, stage, source)
+        _run(cfg, stage, source, budget)
 
 
-def _run(cfg: DictConfig, stage: str, source) -> None:
+def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
     from worldsim.config import from_dict
+    from worldsim.locks import lock_folder
 
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds the run folder's lock
+    if stage in ("vae", "dynamics", "agent", "loop") and main_rank:
+        lock_folder(cfg.run_dir, "run folder")
     if stage == "collect":
         from envs.recording.collect import CollectConfig, collect
 
+        lock_folder(cfg.data_dir, "data folder")
         collect(source, from_dict(CollectConfig, dict(_plain(cfg.collect), out=cfg.data_dir), "collect"))
     elif stage == "vae":
         from worldsim.models.vae import VAEConfig
@@ -111,7 +140,7 @@ def _run(cfg: DictConfig, stage: str, source) -> None:
         model_cfg = from_dict(VAEConfig, _plain(cfg.vae.model), "vae.model")
         train_cfg = from_dict(VAETrainConfig, _plain(cfg.vae.train), "vae.train")
         ranks, device = _devices(cfg)
-        out = train_vae(model_cfg, train_cfg, cfg.data_dir, cfg.run_dir, device, ranks=ranks)
+        out = train_vae(model_cfg, train_cfg, cfg.data_dir, cfg.run_dir, device, ranks=ranks, budget=budget)
         if ranks.main:
             print(f"wrote {out}")
     elif stage == "dynamics":
@@ -123,7 +152,7 @@ def _run(cfg: DictConfig, stage: str, source) -> None:
         train_cfg = from_dict(DynamicsTrainConfig, _plain(cfg.dynamics.train), "dynamics.train")
         sampler = from_dict(SamplerConfig, _plain(cfg.sampler), "sampler")
         ranks, device = _devices(cfg)
-        out = train_dynamics(model_cfg, train_cfg, sampler, cfg.data_dir, cfg.run_dir, device, ranks)
+        out = train_dynamics(model_cfg, train_cfg, sampler, cfg.data_dir, cfg.run_dir, device, ranks, budget)
         if ranks.main:
             print(f"wrote {out}")
     elif stage == "export":
@@ -164,21 +193,58 @@ def _run(cfg: DictConfig, stage: str, source) -> None:
         net_cfg = from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net")
         train_cfg = from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train")
         out = train_agent(_agent_world(cfg, source), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device,
-                          cfg.data_dir)
+                          cfg.data_dir, budget=budget, overwrite=cfg.agent.overwrite)
         print(f"wrote {out}: score it in the real game with `python train.py world={source.name} stage=agent_eval "
               f"agent_eval.agent={out}`")
     elif stage == "agent_eval":
         from envs.agent.evaluation import AgentEvalConfig, evaluate_agent
 
         eval_cfg = from_dict(AgentEvalConfig, _plain(cfg.agent_eval), "agent_eval")
+        if eval_cfg.record:
+            lock_folder(eval_cfg.record, "data folder")
         agent = eval_cfg.agent or cfg.agent.out or f"{cfg.run_dir}/agent/{source.name}-agent.safetensors"
         report = evaluate_agent(agent, eval_cfg, cfg.agent.world or cfg.checkpoint, cfg.agent.device)
         print(f"wrote {eval_cfg.out}/report.json, returns.png")
         r = report["agent"]
         print(f"real return: {r['mean']:.1f} ± {r['std']:.1f} over {r['episodes']} episodes")
+    elif stage == "loop":
+        _loop(cfg, source, budget)
     else:
-        raise ValueError(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval, video, agent or "
-                         "agent_eval")
+        raise ValueError(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval, video, agent, "
+                         "agent_eval or loop")
+
+
+def _loop(cfg: DictConfig, source, budget: Budget) -> None:
+    """stage=loop: rounds of real play, world fine-tuning, agent training and real scoring (envs/loop/)."""
+    from pathlib import Path
+
+    from envs.agent.network import AgentConfig
+    from envs.agent.training import AgentTrainConfig
+    from envs.loop.config import LoopConfig
+    from envs.loop.run import run_loop
+    from envs.recording.collect import CollectConfig, collect
+    from worldsim.config import from_dict
+    from worldsim.device import resolve_device
+    from worldsim.locks import lock_folder
+    from worldsim.training.dynamics_trainer import DynamicsTrainConfig
+
+    loop = from_dict(LoopConfig, _plain(cfg.loop), "loop")
+    loop.validate()
+    lock_folder(cfg.data_dir, "data folder")
+    if not any(Path(cfg.data_dir).glob("*.safetensors")):  # a fresh machine: the seeded driver data first
+        print(f"no data in {cfg.data_dir}: collecting the driver's (stage=collect, collect.seed={cfg.collect.seed})",
+              flush=True)
+        collect(source, from_dict(CollectConfig, dict(_plain(cfg.collect), out=cfg.data_dir), "collect"))
+    report = run_loop(loop, world_file=loop.world or _agent_world(cfg, source), data_dir=cfg.data_dir,
+                      run_dir=cfg.run_dir, device=resolve_device(cfg.device),
+                      dynamics_train=from_dict(DynamicsTrainConfig, _plain(cfg.dynamics.train), "dynamics.train"),
+                      agent_net=from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net"),
+                      agent_train=from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train"),
+                      budget=budget, name=source.name)
+    last = report["rounds"][-1]
+    print(f"wrote {cfg.run_dir}/loop/report.json, loop.png")
+    print(f"round {last['round']}: real return {last['real_return']['mean']:.1f} ± {last['real_return']['std']:.1f} "
+          f"over {last['real_return']['episodes']} episodes at {last['real_frames']} real frames")
 
 
 def _agent_world(cfg: DictConfig, source):

@@ -15,6 +15,7 @@ from typing import Any
 from worldsim.config import to_dict
 
 SECTIONS: dict[str, str] = {
+    "train": "worldsim.training.budget:TrainConfig",
     "collect": "envs.recording.collect:CollectConfig",
     "sampler": "worldsim.engine.sampler:SamplerConfig",
     "export": "worldsim.training.export:ExportConfig",
@@ -26,6 +27,7 @@ SECTIONS: dict[str, str] = {
     "agent.net": "envs.agent.network:AgentConfig",
     "agent.train": "envs.agent.training:AgentTrainConfig",
     "agent_eval": "envs.agent.evaluation:AgentEvalConfig",
+    "loop": "envs.loop.config:LoopConfig",
 }
 """Config section (dotted path in the tree) -> the dataclass it builds (``module:Class``)."""
 

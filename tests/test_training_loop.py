@@ -1,5 +1,6 @@
 """The shared training loop keeps what was trained when it is stopped, even by a second signal during the save."""
 
+import json
 import os
 import signal
 from types import SimpleNamespace
@@ -127,7 +128,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, carracing_data, mon
     stop_and_resume(train_vae, vae_cfg, vae_train, carracing_data, twice, cpu)
     a, ma = _state(once / "vae_state.safetensors")
     b, mb = _state(twice / "vae_state.safetensors")
+    ha, hb = json.loads(ma.pop("history")), json.loads(mb.pop("history"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and ma == mb
+    # The ledger tells them apart: one process 0 -> 6, or two, 0 -> 3 and 3 -> 6.
+    assert [e["steps"] for e in ha] == [[0, 6]] and [e["steps"] for e in hb] == [[0, 3], [3, 6]]
+    assert [e["finished"] for e in hb] == [False, True] and hb[0]["frames"] == 3 * 2 * vae_train.clip_length
     shutil.copy(once / "vae.safetensors", twice / "vae.safetensors")  # the same VAE under both dynamics runs
     sampler = SamplerConfig(steps=1)
     train_dynamics(dit_cfg, dyn_train, sampler, carracing_data, once, cpu)
@@ -137,4 +142,6 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, carracing_data, mon
     b, mb = _state(twice / "dynamics_state.safetensors")
     assert {k for k in a if k.startswith("optim.")} and a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert [e["steps"] for e in json.loads(mb.pop("history"))] == [[0, 3], [3, 6]]
+    ma.pop("history")
     assert ma == mb

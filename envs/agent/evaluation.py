@@ -29,6 +29,7 @@ from envs.evaluation.heads import reward_on_traces
 from envs.games.source import has_driver, source_game
 from envs.worldenv.core import WorldCore
 from worldsim.checkpoint import CheckpointError
+from worldsim.shipped import checkpoints_dir
 from worldsim.world import load_world, world_path
 
 BASELINES = ("random", "driver")
@@ -74,7 +75,7 @@ def _summary(returns: list[float], **extra) -> dict[str, Any]:
 def _world_for(agent: Agent, world_file: str | Path | None, device) -> Any:
     """The world whose VAE the agent sees through: the one named, else the file it was trained in, else the
     shipped world of its name; refused when its VAE is not the agent's."""
-    candidates = [world_file] if world_file else [agent.world.get("file"), None]
+    candidates = [world_file] if world_file else recorded_world_paths(agent.world.get("file"))
     last = None
     for c in candidates:
         try:
@@ -91,6 +92,19 @@ def _world_for(agent: Agent, world_file: str | Path | None, device) -> Any:
             continue
         return world, path
     raise ValueError(f"no world file for the agent {agent.path}: {last}; give it with agent.world=PATH")
+
+
+def recorded_world_paths(file: str | None) -> list[Path | None]:
+    """Where to look for the world an agent names (None: the shipped world of its name): the recorded file
+    relative to here and to the project's root (agents record it relative to the project), then the shipped
+    world; an absolute path (older agents recorded the path of the machine they were trained on) only after
+    the shipped world. Every candidate is still checked against the agent's VAE id."""
+    if not file:
+        return [None]
+    p = Path(file)
+    if p.is_absolute():
+        return [None, p]
+    return [p, checkpoints_dir().parent / p, None]
 
 
 def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None, repeat: int,

@@ -35,9 +35,10 @@ def trace_episode(trace: dict[str, Any], index: int, seed: int, agent_file: str)
 
 
 def record_episodes(folder: str | Path, traces: list[dict], seeds: list[int], source: dict[str, Any],
-                    agent_file: str) -> list[Path]:
+                    agent_file: str, provenance: dict[str, Any] | None = None) -> list[Path]:
     """Add the agent's real episodes (``traces``, played on ``seeds``) to ``folder`` as new shards, after the
-    folder's last episode index. ``source``: the world's source description (its real env). -> shards written."""
+    folder's last episode index. ``source``: the world's source description (its real env); ``provenance``:
+    more to record of where they came from (the loop's round). -> shards written."""
     folder = Path(folder)
     first = 0
     if folder.is_dir() and any(p for p in folder.glob("*.safetensors") if not p.name.startswith(".")):
@@ -49,7 +50,8 @@ def record_episodes(folder: str | Path, traces: list[dict], seeds: list[int], so
                                    f"{source.get(key)!r}; record into another folder (agent_eval.record=...)")
         first = max(data.indices(), default=-1) + 1
     folder.mkdir(parents=True, exist_ok=True)
-    src = dict(source, policy="agent", provenance={"kind": "real", "policy": "agent", "agent_file": agent_file})
+    src = dict(source, policy="agent", provenance={"kind": "real", "policy": "agent", "agent_file": agent_file,
+                                                   **(provenance or {})})
     written = []
     for s in range(0, len(traces), EPISODES_PER_SHARD):
         idx = list(range(first + s, first + min(s + EPISODES_PER_SHARD, len(traces))))

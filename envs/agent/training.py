@@ -12,6 +12,7 @@ Run folder ``run_dir/agent/``: ``state.safetensors`` (network + optimizer + step
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,16 @@ import torch
 
 from envs.agent.in_game import RealAgentEnv
 from envs.agent.in_world import AgentWorlds, sb3_vec_env
-from envs.agent.network import AgentConfig, AgentNet, save_agent
+from envs.agent.network import AgentConfig, AgentNet, load_agent, save_agent
 from envs.agent.starts import data_starts
 from envs.agent.view import world_vae_id
 from envs.worldenv.core import WorldCore
 from worldsim.checkpoint import read_checkpoint
 from worldsim.config import to_dict
+from worldsim.shipped import checkpoints_dir
 from worldsim.signals import signals_deferred
+from worldsim.training.budget import UNLIMITED, Budget, BudgetReached
+from worldsim.training.history import HISTORY, RunHistory, history_of
 from worldsim.training.log import log_row
 from worldsim.training.plot import plot_log
 from worldsim.training.state import load_state, save_state
@@ -75,6 +79,13 @@ class AgentTrainConfig:
     env: str = "world"
     """``world``: PPO inside the world (the point); ``real``: the same agent and PPO in the real game (the
     baseline to compare with: ``worlds`` real envs, observed through the world's VAE as in evaluation)."""
+    init_from: str | None = None
+    """Continue from this agent file (its network; a fresh optimiser, the learning rate warmed up over
+    ``warmup`` decisions): e.g. the shipped agent in a fine-tuned world. Its world must see the game through
+    the same VAE. Ignored when the run folder holds a state to resume."""
+    warmup: int = 8192
+    """Decisions of linear learning-rate warm-up of a run continued from ``init_from`` (0: none; a run from
+    scratch has none)."""
 
     def validate(self) -> None:
         if self.starts not in ("data", "contexts"):
@@ -83,6 +94,8 @@ class AgentTrainConfig:
             raise ValueError(f"agent.train.env must be world or real, got {self.env!r}")
         if min(self.worlds, self.timesteps, self.n_steps, self.batch_size, self.epochs, self.save_every) < 1:
             raise ValueError(f"agent.train sizes must be >= 1, got {self}")
+        if self.warmup < 0:
+            raise ValueError(f"agent.train.warmup must be >= 0, got {self.warmup}")
         if self.worlds * self.n_steps < 2:
             raise ValueError("a rollout needs at least two decisions: raise agent.train.worlds or n_steps")
 
@@ -118,12 +131,46 @@ def _modules(policy) -> dict:
     return {"trunk": policy.features_extractor.trunk, "action_net": policy.action_net, "value_net": policy.value_net}
 
 
+def agent_target(out: str | Path | None, folder: Path, world_name: str, overwrite: bool) -> Path:
+    """The agent file a run writes: ``out``, or ``folder/<world>-agent.safetensors``. An existing ``out`` is
+    replaced only with ``overwrite`` or when it is this run folder's own agent (recorded in its state)."""
+    default = folder / f"{world_name}-agent.safetensors"
+    if out is None:
+        return default
+    out = Path(out)
+    if out.exists() and not overwrite and out.resolve() != default.resolve():
+        state = folder / "state.safetensors"
+        own = state.exists() and read_checkpoint(state, "training-state")[0].get("out") == str(out.resolve())
+        if not own:
+            raise FileExistsError(f"agent.out={out} exists and would be replaced; to replace it, add "
+                                  "agent.overwrite=true (or leave agent.out unset to write the run's own agent)")
+    return out
+
+
+def world_reference(world, world_path: str | Path) -> dict:
+    """How an agent file names its world: name, VAE id, source and the file, relative to the project when it
+    lies inside it (never this machine's absolute path: a clone elsewhere resolves it from its own root)."""
+    path = Path(world_path)
+    root = checkpoints_dir().parent
+    try:
+        file = str(path.resolve().relative_to(root))
+    except ValueError:
+        file = str(path)
+    return {"name": world.name, "vae_id": world_vae_id(world), "source": world.source, "file": file}
+
+
 def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainConfig, run_dir: str | Path,
                 out: str | Path | None = None, device: torch.device | str = "cpu",
-                data_dir: str | Path | None = None) -> Path:
+                data_dir: str | Path | None = None, budget: Budget = UNLIMITED, overwrite: bool = False) -> Path:
     """Train (or resume) PPO in ``world_path``'s world; writes the agent file (default
     ``run_dir/agent/<world>-agent.safetensors``) and returns its path. ``data_dir``: the world's dataset, where
-    start clips are cut from (``starts=data``; without it the data policy is replayed on the data's tracks)."""
+    start clips are cut from (``starts=data``; without it the data policy is replayed on the data's tracks).
+
+    Saves (the resumable state and the agent file) fall between rollouts, after the policy learned from every
+    rollout counted, so a resumed run has the weights, optimiser, decision count and episode count of the
+    uninterrupted one at that point. What differs after a resume: the worlds start new episodes (the
+    interrupted ones are not stored) and the library's sampling is reseeded from (seed, decisions). At
+    ``budget`` the run saves and raises :class:`BudgetReached`."""
     try:
         from stable_baselines3 import PPO
         from stable_baselines3.common.callbacks import BaseCallback
@@ -133,15 +180,25 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
     net_cfg.validate()
     cfg.validate()
     folder = Path(run_dir) / "agent"
-    folder.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = folder / "state.safetensors", folder / "agent_log.jsonl"
+    init = None
+    if cfg.init_from and not state_path.exists():
+        init = load_agent(cfg.init_from)
+        if to_dict(init.cfg) != to_dict(net_cfg):
+            raise ValueError(f"agent.train.init_from={cfg.init_from} has the network {to_dict(init.cfg)}, the config "
+                             f"asks for {to_dict(net_cfg)}: continue with the file's agent.net settings")
     if cfg.env == "world":
         core = WorldCore(cfg.worlds, world_path, device=str(device), dtype=cfg.dtype, observation="latents",
                          window=cfg.window)
         world = core.world
     else:
         core, world = None, load_world(world_path, device)
-    out = Path(out) if out is not None else folder / f"{world.name}-agent.safetensors"
-    state_path, log_path = folder / "state.safetensors", folder / "agent_log.jsonl"
+    if init is not None and init.world.get("vae_id") != world_vae_id(world):
+        raise ValueError(f"agent.train.init_from={cfg.init_from} learned through another VAE than {world_path}'s "
+                         f"(it learned in {init.world.get('file') or init.world.get('name')}): continue it in a "
+                         "world with its VAE")
+    out = agent_target(out, folder, world.name, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
     arch = {"net": to_dict(net_cfg), "world_vae": world_vae_id(world)}
     seed = cfg.seed
     start = 0
@@ -150,6 +207,14 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
         print(f"cutting start clips from {cfg.start_episodes} data episodes", flush=True)
         starts = data_starts(world, data_dir, cfg.start_episodes, min(8, world.dit.cfg.window), cfg.start_every)
         print(f"{len(starts[0])} start clips", flush=True)
+    warm: dict = {"continued": False, "model": None}
+
+    def lr_schedule(_progress_remaining: float) -> float:
+        """The learning rate; a run continued from a file warms up over its first ``cfg.warmup`` decisions."""
+        if not warm["continued"] or cfg.warmup == 0:
+            return cfg.lr
+        done = warm["model"].num_timesteps if warm["model"] is not None else 0
+        return cfg.lr * min(1.0, (done + 1) / cfg.warmup)
 
     def build(start_step: int):
         run_seed = int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0]) % 2**31
@@ -164,33 +229,53 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             env.seed(run_seed)
             worlds = env.envs[0].unwrapped
         model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.epochs,
-                    learning_rate=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                    learning_rate=lr_schedule, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
                     ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=run_seed, device=str(device),
                     policy_kwargs=_policy_kwargs(net_cfg, worlds.latent_shape), verbose=0)
         model.set_logger(Logger(None, []))  # in memory only (the library's default makes a folder in /tmp)
         return model, worlds
 
+    episodes_before = 0
     if state_path.exists():
-        start = int(read_checkpoint(state_path, "training-state")[0]["step"])
+        state_meta = read_checkpoint(state_path, "training-state")[0]
+        start = int(state_meta["step"])
+        episodes_before = int(state_meta.get("episodes", 0))
+        prior = history_of(state_meta)
+        warm["continued"] = bool(state_meta.get("init_from"))
+    else:
+        prior = history_of(init.meta) if init is not None else []
+        warm["continued"] = init is not None
     model, worlds = build(start)  # on resume: fresh worlds and library RNG for the remaining steps
+    warm["model"] = model
     if state_path.exists():
         load_state(state_path, _modules(model.policy), model.policy.optimizer, arch)
         model.num_timesteps = start
         print(f"resuming the agent from {start} decisions ({state_path})", flush=True)
+    elif init is not None:
+        model.policy.features_extractor.trunk.load_state_dict(init.net.trunk.state_dict())
+        model.policy.action_net.load_state_dict(init.net.action_net.state_dict())
+        model.policy.value_net.load_state_dict(init.net.value_net.state_dict())
+        print(f"continuing the agent {cfg.init_from} ({init.meta.get('decisions')} decisions before)", flush=True)
     n = int(worlds.action_space.n)
-    meta_world = {"name": world.name, "vae_id": arch["world_vae"], "source": world.source,
-                  "file": str(Path(world_path))}
+    meta_world = world_reference(world, world_path)
+    hist = RunHistory("agent", folder, prior, start, net_cfg.action_repeat, device, init_from=cfg.init_from,
+                      trained_in=cfg.env, world=meta_world["file"])
+    before = int(init.meta.get("decisions") or 0) if init is not None else 0
+    before = int(state_meta.get("decisions_before", 0)) if state_path.exists() else before
 
-    def write_agent(steps: int) -> Path:
+    def write_agent(steps: int, history: list) -> Path:
         net = agent_net(model.policy, net_cfg, worlds.latent_shape, n)
         return save_agent(out, net, world=meta_world, action_space=world.dit.action_space,
-                          meta={"decisions": steps, "world_frames": steps * net_cfg.action_repeat,
-                                "trained_in": cfg.env, "train": to_dict(cfg)})
+                          meta={"decisions": before + steps, "world_frames": (before + steps) * net_cfg.action_repeat,
+                                "trained_in": cfg.env, "train": to_dict(cfg), HISTORY: history})
 
-    def save(steps: int) -> None:
+    def save(steps: int, episodes: int, finished: bool = False) -> None:
+        history = hist.entries(steps, finished)
         with signals_deferred("saving the agent"):
-            save_state(state_path, steps, _modules(model.policy), model.policy.optimizer, {"config": arch})
-            write_agent(steps)
+            save_state(state_path, steps, _modules(model.policy), model.policy.optimizer,
+                       {"config": arch, "episodes": episodes, "out": str(out.resolve()), "init_from": cfg.init_from,
+                        "decisions_before": before, HISTORY: history})
+            write_agent(steps, history)
 
     from tqdm import tqdm
 
@@ -205,12 +290,47 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             super().__init__()
             self.episodes: list[tuple[float, int]] = []
             self.rollouts, self.t0, self.last = 0, time.perf_counter(), model.num_timesteps
+            self.saved, self.stop = model.num_timesteps, False
+            self.snapshot = None
+
+        def save_snapshot(self) -> int | None:
+            """Write the state of the last rollout boundary (unless it is saved already) -> its decisions."""
+            if self.snapshot is None:
+                return None
+            steps, episodes, modules, optim = self.snapshot
+            if steps != self.saved or not state_path.exists():
+                for k, m in _modules(self.model.policy).items():
+                    m.load_state_dict(modules[k])
+                self.model.policy.optimizer.load_state_dict(optim)
+                save(steps, episodes)
+                self.saved = steps
+            return steps
+
+        def _on_rollout_start(self) -> None:
+            # Here the policy has learned from every rollout counted in num_timesteps: a save is exact, and so
+            # is this in-memory copy, which a stop in the middle of the next rollout saves.
+            steps = self.model.num_timesteps
+            self.snapshot = (steps, episodes_before + len(self.episodes),
+                             {k: copy.deepcopy(m.state_dict()) for k, m in _modules(self.model.policy).items()},
+                             copy.deepcopy(self.model.policy.optimizer.state_dict()))
+            if self.rollouts and self.rollouts % cfg.save_every == 0:
+                save(steps, episodes_before + len(self.episodes))
+                self.saved = steps
+            if budget.expired():
+                if self.saved != steps or not state_path.exists():
+                    save(steps, episodes_before + len(self.episodes))
+                    self.saved = steps
+                self.stop = True
 
         def _on_step(self) -> bool:
+            if self.stop:
+                return False
             for info in self.locals["infos"]:
                 if "episode" in info:
                     self.episodes.append((info["episode"]["r"], info["episode"]["l"]))
             bar.update(max(0, min(self.model.num_timesteps, cfg.timesteps) - bar.n))
+            if budget.limited:
+                bar.set_postfix_str(budget.left_text(), refresh=False)
             return True
 
         def _on_rollout_end(self) -> None:
@@ -218,7 +338,8 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             steps = self.model.num_timesteps
             recent = [r for r, _ in self.episodes[-50:]]
             elapsed = time.perf_counter() - self.t0
-            row = {"step": steps, "world_frames": steps * net_cfg.action_repeat, "episodes": len(self.episodes),
+            row = {"step": steps, "world_frames": steps * net_cfg.action_repeat,
+                   "episodes": episodes_before + len(self.episodes),
                    ret_key: float(np.mean(recent)) if recent else None,
                    "world_frames_per_s": (steps - self.last) * net_cfg.action_repeat / max(elapsed, 1e-9)}
             for k in ("train/entropy_loss", "train/value_loss", "train/approx_kl"):
@@ -228,21 +349,29 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             log_row(log_path, row, echo=not cfg.progress)
             bar.set_postfix({ret_key: row[ret_key], "fps": round(row["world_frames_per_s"])})
             self.t0, self.last = time.perf_counter(), steps
-            if self.rollouts % cfg.save_every == 0:
-                save(steps)
 
     remaining = cfg.timesteps - start
+    progress = Progress()
     try:
         if remaining > 0:
-            model.learn(total_timesteps=remaining, callback=Progress(), reset_num_timesteps=False, progress_bar=False)
+            model.learn(total_timesteps=remaining, callback=progress, reset_num_timesteps=False, progress_bar=False)
     except KeyboardInterrupt:
-        save(model.num_timesteps)
+        # The state at the last rollout boundary is saved and resumes; the rollout in progress is dropped.
+        with signals_deferred("saving the agent", raise_after=False):
+            done = progress.save_snapshot()
         _plot(log_path, folder / "returns.png", ret_key)
-        print(f"saved the agent at {model.num_timesteps} decisions ({state_path}); run again to resume", flush=True)
+        if done is not None:
+            print(f"saved the agent at {done} decisions ({state_path}; the rollout in progress is dropped); "
+                  "run again to resume", flush=True)
+        else:
+            print("stopped before the first rollout: nothing to resume; run again to start over", flush=True)
         raise
     finally:
         bar.close()
-    save(model.num_timesteps)
+    if progress.stop:
+        _plot(log_path, folder / "returns.png", ret_key)
+        raise BudgetReached("agent", f"{progress.saved} of {cfg.timesteps} decisions (saved: {out})")
+    save(model.num_timesteps, episodes_before + len(progress.episodes), finished=True)
     _plot(log_path, folder / "returns.png", ret_key)
     return out
 

@@ -162,6 +162,12 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def policy_weights(self, weights: dict[str, float]) -> torch.Tensor:
+        """(len,) float64: each clip weighted by the policy that played its episode (the shard's
+        ``source["policy"]``, e.g. ``{"agent": 4.0}``; policies not named weigh 1)."""
+        per_shard = [float(weights.get(str(sh.source.get("policy")), 1.0)) for sh in self.data.shards]
+        return torch.tensor([per_shard[ref.shard] for ref, _ in self.items], dtype=torch.float64)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ref, start = self.items[i]
         arrays = self.data.read(ref, start, start + self.length, self.fields)

@@ -22,8 +22,10 @@ from worldsim.engine.simulator import Simulator
 from worldsim.frames import to_model
 from worldsim.models.dit import DiT, DiTConfig
 from worldsim.models.vae import load_vae, save_vae
+from worldsim.training.budget import UNLIMITED, Budget
 from worldsim.training.ema import EMA
 from worldsim.training.guidance_distill import distill_loss
+from worldsim.training.history import HISTORY, RunHistory, history_of
 from worldsim.training.loop import Ranks, StepBatches, autocast_dtype, run_training
 from worldsim.training.state import load_state, save_state
 from worldsim.world import WORLD_KIND, load_world
@@ -89,6 +91,10 @@ class DynamicsTrainConfig:
     """``all`` (every weight) or ``heads``: only the reward and termination heads learn, on the frozen network
     of ``init_from`` (its frames stay exactly as they were: e.g. to refit the reward head in another
     ``reward_space`` in minutes, without retraining the world)."""
+    agent_data_weight: float = 1.0
+    """Clips of episodes an agent played in the real game (``agent_eval.record``, ``stage=loop``: the states
+    the agent reaches, where the world was wrong) are drawn this many times as often as other clips (1: every
+    clip alike)."""
     seed: int = 0
     """Seed of initialisation, levels and data order."""
     init_from: str | None = None
@@ -147,7 +153,8 @@ def vae_from_world(path, out) -> bool:
         return False
     save_vae(out, world.vae, {"source": world.source, "latent_mean": world.latent_mean.tolist(),
                               "latent_std": world.latent_std.tolist(), "step": world.meta.get("vae_step"),
-                              "psnr": world.meta.get("vae_psnr"), "from_world": str(path)})
+                              "psnr": world.meta.get("vae_psnr"), "from_world": str(path),
+                              HISTORY: [e for e in history_of(world.meta) if e.get("stage") == "vae"]})
     return True
 
 
@@ -168,7 +175,7 @@ def init_weights(dit: DiT, path) -> list[str]:
 
 def train_dynamics(
     model_cfg: DiTConfig, cfg: DynamicsTrainConfig, sampler: SamplerConfig, data_dir, run_dir, device: torch.device,
-    ranks: Ranks | None = None,
+    ranks: Ranks | None = None, budget: Budget = UNLIMITED,
 ) -> Path:
     """Train (or resume) the DiT on ``data_dir`` with the VAE of ``run_dir``; writes ``run_dir/dynamics.safetensors``."""
     run_dir, ranks = Path(run_dir), ranks or Ranks()
@@ -215,16 +222,25 @@ def train_dynamics(
     step = 0
     if state_path.exists():
         step = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
+        prior = history_of(read_checkpoint(state_path, "training-state")[0])
         if ranks.main:
             print(f"resumed from {state_path} at step {step}")
+    else:
+        prior = history_of(read_dynamics(cfg.init_from)[0]) if cfg.init_from else []
+    hist = RunHistory("dynamics", run_dir, prior, step, cfg.batch_size * cfg.clip_length * ranks.world_size, device,
+                      init_from=cfg.init_from, distill_guidance=cfg.distill_guidance or None,
+                      train_only=None if cfg.train_only == "all" else cfg.train_only)
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         stats = evaluate(ema.shadow, encode, held, cfg, sampler, device, run_dir / f"sample-{step:07d}.mp4", data.source)
         return stats, stats
 
     def checkpoint(step: int, stats: dict[str, Any]) -> None:
-        save_state(state_path, step, {"dit": dit, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg)})
-        save_dynamics(out_path, ema.shadow, {"step": step, "source": data.source, "sampler": to_dict(sampler), **stats})
+        history = hist.entries(step, finished=step >= cfg.steps)
+        save_state(state_path, step, {"dit": dit, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg),
+                                                                    HISTORY: history})
+        save_dynamics(out_path, ema.shadow, {"step": step, "source": data.source, "sampler": to_dict(sampler), **stats,
+                                             HISTORY: history})
 
     amp = autocast_dtype(device, cfg.precision)
     teacher = None
@@ -238,8 +254,11 @@ def train_dynamics(
                              f"the config asks for {to_dict(model_cfg)}")
     # Each rank draws its own batches and levels (with replacement, so no sampler needs sharding).
     gen = torch.Generator()  # reseeded every step by the loop
-    loader = DataLoader(train, batch_sampler=StepBatches(len(train), cfg.batch_size, cfg.seed, step, ranks.rank),
-                        num_workers=cfg.loader_workers)
+    if cfg.agent_data_weight < 0:
+        raise ValueError(f"dynamics.train.agent_data_weight must be >= 0, got {cfg.agent_data_weight}")
+    weights = None if cfg.agent_data_weight == 1.0 else train.policy_weights({"agent": cfg.agent_data_weight})
+    loader = DataLoader(train, batch_sampler=StepBatches(len(train), cfg.batch_size, cfg.seed, step, ranks.rank,
+                                                         weights), num_workers=cfg.loader_workers)
 
     def loss_fn(net, batch):
         if teacher is not None:
@@ -252,7 +271,7 @@ def train_dynamics(
         print(f"DiT: {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, {model_cfg.tokens_per_frame} tokens/frame, "
               f"{len(train)} train clips, {len(held)} held-out clips, device {device}, autocast {amp}, processes {ranks.world_size}")
     run_training(dit, ema, opt, cfg, step, iter(loader), loss_fn, evaluate_now, checkpoint, log_path, state_path, ranks,
-                 generator=gen)
+                 generator=gen, budget=budget, what="dynamics")
     return out_path
 
 

@@ -13,6 +13,7 @@ from worldsim.data.dataset import EpisodeDataset
 from worldsim.engine.sampler import SamplerConfig
 from worldsim.models.vae import load_vae
 from worldsim.training.dynamics_trainer import load_dynamics
+from worldsim.training.history import HISTORY, history_of, joined
 from worldsim.world import save_world
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -101,6 +102,7 @@ def export_world(cfg: ExportConfig, data_dir, run_dir, sampler: SamplerConfig | 
     meta = {
         "vae_step": vae_meta.get("step"), "vae_psnr": vae_meta.get("psnr"), "dynamics_step": dyn_meta.get("step"),
         "dynamics_eval": {k: v for k, v in dyn_meta.items() if k.startswith(("heldout_", "rollout_"))},
+        HISTORY: joined(history_of(vae_meta), history_of(dyn_meta)),
     }
     return save_world(
         out, vae, dit, source=source, sampler=sampler,

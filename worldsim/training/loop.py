@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from worldsim.signals import signals_deferred
+from worldsim.training.budget import UNLIMITED, Budget, BudgetReached
 from worldsim.training.ema import EMA
 from worldsim.training.log import log_row
 
@@ -83,18 +84,26 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 class StepBatches(Sampler[list[int]]):
     """Batch sampler: step s's clip indices, drawn with replacement from ``step_seed(seed, s, rank)``,
-    from ``start`` on without end (the loop stops at its last step)."""
+    from ``start`` on without end (the loop stops at its last step); uniformly, or in proportion to
+    ``weights`` (n,) when given."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, rank: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, rank: int = 0,
+                 weights: torch.Tensor | None = None) -> None:
         if n < 1:
             raise ValueError("no training clips: collect more data, or use shorter clips (clip_length)")
+        if weights is not None and (weights.shape != (n,) or not bool((weights >= 0).all()) or weights.sum() <= 0):
+            raise ValueError(f"clip weights must be {n} non-negative numbers, not all zero")
         self.n, self.batch_size, self.seed, self.start, self.rank = n, batch_size, seed, start, rank
+        self.weights = None if weights is None else weights.double()
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start
         while True:
             g = torch.Generator().manual_seed(step_seed(self.seed, step, self.rank) ^ 0x5EED)
-            yield torch.randint(self.n, (self.batch_size,), generator=g).tolist()
+            if self.weights is None:
+                yield torch.randint(self.n, (self.batch_size,), generator=g).tolist()
+            else:
+                yield torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
             step += 1
 
     def __len__(self) -> int:
@@ -109,7 +118,7 @@ def run_training(
     model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, cfg: Any, step: int, batches: Iterator[Any],
     loss_fn: LossFn, evaluate: Callable[[int], tuple[dict[str, Any], dict[str, Any]]],
     checkpoint: Callable[[int, dict[str, Any]], None], log_path: Path, state_path: Path, ranks: Ranks = Ranks(),
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, budget: Budget = UNLIMITED, what: str = "training",
 ) -> int:
     """Train ``model`` from ``step`` to ``cfg.steps``; returns the last step.
 
@@ -117,7 +126,9 @@ def run_training(
     global RNG and ``generator`` from (seed, step, rank), so a resumed run equals an uninterrupted one. ``evaluate(step)`` ->
     (stats kept with the checkpoint, row to log); ``checkpoint(step, stats)`` writes the files, the resumable
     state first. Stop signals during a write wait for it; an interrupt writes the state of the step reached
-    (unless that step is already saved) and says "saved" only once the write succeeded."""
+    (unless that step is already saved) and says "saved" only once the write succeeded. When ``budget`` is
+    spent after a step, that step is saved likewise and :class:`BudgetReached` is raised (``what`` names the
+    stage in its message); a progress bar shows the steps and the time left."""
     net = model
     if ranks.world_size > 1:
         dev = next(model.parameters()).device
@@ -125,6 +136,7 @@ def run_training(
     stats: dict[str, Any] = {}
     saved = step if state_path.exists() else -1  # the step whose state is on disk
     t0, seen = time.perf_counter(), 0
+    bar = progress_bar(cfg.steps, step, what, disable=not ranks.main)
     try:
         while step < cfg.steps:
             batch = next(batches)
@@ -155,6 +167,15 @@ def run_training(
                         saved = step
                 if ranks.world_size > 1:
                     dist.barrier()
+            bar.update(1)
+            if budget.limited:
+                bar.set_postfix_str(budget.left_text())
+                if _agreed_expired(budget, ranks, next(model.parameters()).device):
+                    if ranks.main and saved != step:
+                        with signals_deferred(f"writing the step-{step} checkpoint"):
+                            checkpoint(step, stats)
+                            saved = step
+                    raise BudgetReached(what, f"step {step} of {cfg.steps} (saved: {state_path})")
     except KeyboardInterrupt:
         if ranks.main and saved != step:
             print(f"interrupted at step {step}: saving a resumable state to {state_path} (another Ctrl-C waits "
@@ -170,4 +191,22 @@ def run_training(
         elif ranks.main:
             print(f"interrupted at step {step}, which is saved: {state_path}", flush=True)
         raise
+    finally:
+        bar.close()
     return step
+
+
+def _agreed_expired(budget: Budget, ranks: Ranks, device: torch.device) -> bool:
+    """Whether the budget is spent, as rank 0 sees it (every rank stops at the same step)."""
+    flag = torch.tensor([1.0 if budget.expired() else 0.0], device=device)
+    if ranks.world_size > 1:
+        dist.broadcast(flag, 0)
+    return bool(flag.item())
+
+
+def progress_bar(total: int, start: int, what: str, disable: bool = False):
+    """A tqdm bar over optimiser steps (log lines print above it)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=min(start, total), desc=what, unit="step", disable=disable, leave=False,
+                dynamic_ncols=True)

@@ -11,11 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from worldsim.checkpoint import read_checkpoint
 from worldsim.config import to_dict
 from worldsim.data.dataset import ClipDataset, EpisodeDataset
 from worldsim.frames import psnr, to_model
 from worldsim.models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
+from worldsim.training.budget import UNLIMITED, Budget
 from worldsim.training.ema import EMA
+from worldsim.training.history import HISTORY, RunHistory, history_of
 from worldsim.training.loop import Ranks, StepBatches, autocast_dtype, run_training
 from worldsim.training.state import load_state, save_state
 
@@ -65,6 +68,18 @@ class VAETrainConfig:
     init_from: str | None = None
     """Fine-tune: start from this VAE file's (or world file's) weights, in a fresh run; the architecture must be
     the same. E.g. a world recorded at another frame skip, whose causal convolutions see other motion."""
+
+
+def init_history(path) -> list:
+    """The VAE entries of a VAE file's or a world file's history (what a run continued from it inherits)."""
+    from worldsim.checkpoint import CheckpointError
+
+    for kind in ("vae", "world"):
+        try:
+            return [e for e in history_of(read_checkpoint(path, kind)[0]) if e.get("stage") == "vae"]
+        except CheckpointError:
+            continue
+    return []
 
 
 def init_vae(vae: CausalVAE, path) -> None:
@@ -117,7 +132,7 @@ def evaluate(vae: CausalVAE, clips: ClipDataset, n: int, device: torch.device, b
 
 def train_vae(
     model_cfg: VAEConfig, cfg: VAETrainConfig, data_dir: str | Path, run_dir: str | Path, device: torch.device,
-    source: dict | None = None, ranks: Ranks | None = None,
+    source: dict | None = None, ranks: Ranks | None = None, budget: Budget = UNLIMITED,
 ) -> Path:
     """Train (or resume) a VAE on the clips of ``data_dir``; writes ``run_dir/vae.safetensors``."""
     run_dir, ranks = Path(run_dir), ranks or Ranks()
@@ -140,8 +155,13 @@ def train_vae(
     step = 0
     if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
         step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
+        prior = history_of(read_checkpoint(state_path, "training-state")[0])
         if ranks.main:
             print(f"resumed from {state_path} at step {step}")
+    else:
+        prior = init_history(cfg.init_from) if cfg.init_from else []
+    hist = RunHistory("vae", run_dir, prior, step, cfg.batch_size * cfg.clip_length * ranks.world_size, device,
+                      init_from=cfg.init_from)
     meta = {"source": source or data.source}
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,9 +170,11 @@ def train_vae(
 
     def checkpoint(step: int, stats: dict[str, Any]) -> None:
         # The resumable state first (fast); then the weights, whose latent statistics need an evaluation.
-        save_state(state_path, step, {"vae": vae, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg)})
+        history = hist.entries(step, finished=step >= cfg.steps)
+        save_state(state_path, step, {"vae": vae, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg),
+                                                                    HISTORY: history})
         stats = stats or evaluate_now(step)[0]
-        save_vae(out_path, ema.shadow, dict(meta, step=step, **stats))
+        save_vae(out_path, ema.shadow, dict(meta, step=step, **stats, **{HISTORY: history}))
 
     amp = autocast_dtype(device, cfg.precision)
 
@@ -177,5 +199,6 @@ def train_vae(
     if ranks.main:
         print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, {len(train)} train clips, "
               f"{len(held)} held-out clips, device {device}, autocast {amp}, processes {ranks.world_size}")
-    run_training(vae, ema, opt, cfg, step, iter(loader), loss_fn, evaluate_now, checkpoint, log_path, state_path, ranks)
+    run_training(vae, ema, opt, cfg, step, iter(loader), loss_fn, evaluate_now, checkpoint, log_path, state_path, ranks,
+                 budget=budget, what="vae")
     return out_path

@@ -1,0 +1,62 @@
+"""The loop's settings (``loop.*``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LoopConfig:
+    """Rounds of: (a) the agent plays the real game and its episodes join the data, (b) the world is fine-tuned
+    on all the data with the agent's episodes weighted in, (c) the agent continues training in that world,
+    (d) the agent is scored in the real game on held-out seeds. The defaults fit a 2-core CPU."""
+
+    rounds: int = 3
+    """Rounds in all (a later run with more rounds continues after the last finished one)."""
+    world: str | None = None
+    """The world round 1 starts from (default: ``checkpoint``, else the shipped world of ``world.name``)."""
+    agent: str | None = None
+    """The agent round 1 starts from (None: round 1 trains one from scratch and plays no real frames)."""
+    round_minutes: float | None = None
+    """Each round's wall-clock budget (None: none); the world gets ``world_share`` of it, the agent
+    ``agent_share``, real play and scoring the rest. A phase stopped by its share counts as done."""
+    world_share: float = 0.45
+    agent_share: float = 0.4
+    play_frames: int = 20_000
+    """Real frames the agent plays per round for the data (whole episodes, until at least this many)."""
+    play_seed: int = 600_000_000
+    """First seed of the data episodes; round k's continue after round k-1's (never the scoring seeds)."""
+    explore: float = 0.05
+    """Chance per decision of a uniformly random action while playing for data."""
+    sample: bool = True
+    """Sample the agent's actions from its policy while playing for data (False: its most likely action)."""
+    world_steps: int = 400
+    """Optimiser steps of the world's fine-tune per round (``dynamics.train`` settings otherwise)."""
+    world_lr: float = 1e-4
+    world_warmup: int = 20
+    agent_data_weight: float = 4.0
+    """``dynamics.train.agent_data_weight`` of the fine-tune: clips of the agent's episodes drawn this many times
+    as often as the driver's."""
+    agent_timesteps: int = 50_000
+    """Agent decisions in the world per round (``agent.train`` settings otherwise)."""
+    max_frames: int | None = None
+    """Frames per real episode, played for data and scored (None: the game's own limit)."""
+    eval_episodes: int = 20
+    """Real episodes that score the agent after each round (held-out seeds from ``eval_seed``)."""
+    eval_seed: int = 500_000_000
+    world_episodes: int = 8
+    """Episodes of the agent in its world for the predicted return (0: none)."""
+    baseline: str | None = None
+    """The ``agent_log.jsonl`` of a ``agent.train.env=real`` run, drawn in loop.png at the same real frames."""
+
+    def validate(self) -> None:
+        if self.rounds < 1 or self.play_frames < 1 or self.world_steps < 1 or self.agent_timesteps < 1:
+            raise ValueError(f"loop.rounds, play_frames, world_steps and agent_timesteps must be >= 1, got {self}")
+        if self.eval_episodes < 1 or self.world_episodes < 0:
+            raise ValueError("loop.eval_episodes must be >= 1 and loop.world_episodes >= 0")
+        if not 0 <= self.explore <= 1:
+            raise ValueError(f"loop.explore is a probability, got {self.explore}")
+        if self.round_minutes is not None and not self.round_minutes > 0:
+            raise ValueError(f"loop.round_minutes must be above 0 (or null), got {self.round_minutes}")
+        if not (0 < self.world_share and 0 < self.agent_share and self.world_share + self.agent_share <= 1):
+            raise ValueError("loop.world_share and agent_share must be above 0 and add up to at most 1")

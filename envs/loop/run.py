@@ -1,0 +1,261 @@
+"""``python train.py stage=loop``: the world-model loop, round by round, resumable at every phase.
+
+Round k, in ``run_dir/loop/round-k/``:
+  (a) ``play``   the current agent plays the real game for ``loop.play_frames`` frames (sampled actions and a
+                 little exploration, on seeds of their own); its episodes join ``data_dir`` as shards tagged
+                 with the round (:mod:`envs.loop.play`). Round 1 without a starting agent plays nothing.
+  (b) ``world``  the world is fine-tuned from the previous round's on all the data, the agent's episodes drawn
+                 ``loop.agent_data_weight`` times as often; exported as ``round-k/<world>.safetensors``.
+  (c) ``agent``  the agent continues training in that world (``agent.train.init_from`` the previous agent);
+                 ``round-k/<world>-agent.safetensors``.
+  (d) ``score``  the agent drives the real game on held-out seeds (``stage=agent_eval``), next to what its
+                 world predicts for it.
+Each finished phase leaves ``<phase>.json`` (worldsim/training/rounds.py); a stopped round continues at its
+first unfinished phase, and a phase resumes its own work (the trainers' states) or redoes it (play: the
+round's partial shards are removed first; its episodes are a function of the agent and the seeds, so they
+come out the same). After every round ``run_dir/loop/report.json`` and ``loop.png`` give the sample-efficiency
+curve: the real return against the real frames used so far (the data's + every frame the agent played for
+data; the scoring episodes are not counted, as in the Atari 100k protocol, and are never trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from envs.agent.evaluation import AgentEvalConfig, evaluate_agent
+from envs.agent.network import AgentConfig, load_agent
+from envs.agent.record import record_episodes
+from envs.agent.training import AgentTrainConfig, train_agent
+from envs.loop.config import LoopConfig
+from envs.loop.play import play_for_data, shard_sums
+from worldsim.data.dataset import EpisodeDataset
+from worldsim.training.budget import Budget, BudgetReached
+from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
+from worldsim.training.export import ExportConfig, export_world
+from worldsim.training.rounds import Rounds
+from worldsim.world import load_world
+
+PHASES = ("play", "world", "agent", "score")
+
+
+def _round_of(shard) -> int | None:
+    p = shard.source.get("provenance") or {}
+    r = p.get("loop_round")
+    return None if r is None else int(r)
+
+
+def remove_partial_round(data_dir: Path, k: int, loop_dir: Path) -> list[str]:
+    """Delete the shards of round ``k`` of this loop (a play phase stopped before it finished) -> their names."""
+    if not any(data_dir.glob("*.safetensors")):
+        return []
+    removed = []
+    for shard in EpisodeDataset(data_dir, allow_mixed=True).shards:
+        p = shard.source.get("provenance") or {}
+        if _round_of(shard) == k and p.get("loop") == str(loop_dir):
+            shard.path.unlink()
+            removed.append(shard.path.name)
+    return removed
+
+
+def data_frames(data_dir: Path, loop_dir: Path) -> int:
+    """Real frames in ``data_dir`` that this loop did not play (the driver's data, earlier recordings)."""
+    total = 0
+    for shard in EpisodeDataset(data_dir, allow_mixed=True).shards:
+        p = shard.source.get("provenance") or {}
+        if p.get("loop") != str(loop_dir):
+            total += sum(int(e["length"]) for e in shard.episodes)
+    return total
+
+
+def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, run_dir: str | Path,
+             dynamics_train: DynamicsTrainConfig, agent_net: AgentConfig, agent_train: AgentTrainConfig,
+             device: torch.device | str = "cpu", budget: Budget | None = None, name: str | None = None) -> dict:
+    """Run (or continue) ``cfg.rounds`` rounds; -> the loop report. ``data_dir`` must hold the world's real
+    data (the entry point collects it when missing)."""
+    cfg.validate()
+    budget = budget or Budget()
+    data_dir, folder = Path(data_dir), Path(run_dir) / "loop"
+    rounds = Rounds(folder)
+    world_file = str(world_file)
+    agent_file = cfg.agent
+    if agent_file is not None:
+        agent_net = load_agent(agent_file).cfg  # the network it has; later rounds continue it
+    name = name or load_world(world_file).name
+    base_frames = data_frames(data_dir, folder)
+    played, seeds_used = 0, 0
+    rows: list[dict[str, Any]] = []
+    for k in range(1, cfg.rounds + 1):
+        round_budget = budget.within(cfg.round_minutes)
+
+        # (a) real play for data
+        play = rounds.done(k, "play")
+        if play is None:
+            t0 = time.perf_counter()
+            if agent_file is None:
+                play = {"frames": 0, "episodes": 0, "seeds": [], "skipped": "no agent yet: round 1 trains one"}
+            else:
+                gone = remove_partial_round(data_dir, k, folder)
+                if gone:
+                    print(f"round {k}: removed {len(gone)} shards of an unfinished play phase", flush=True)
+                agent, world = load_agent(agent_file), load_world(world_file)
+                first = cfg.play_seed + seeds_used
+                print(f"round {k}: the agent plays {cfg.play_frames} real frames for data (seeds from {first})",
+                      flush=True)
+                traces, seeds = play_for_data(agent, world, cfg.play_frames, first, cfg.explore, cfg.sample,
+                                              cfg.max_frames)
+                shards = record_episodes(data_dir, traces, seeds, world.source, str(agent_file),
+                                         {"loop": str(folder), "loop_round": k})
+                play = {"frames": int(sum(len(t["frames"]) for t in traces)), "episodes": len(traces),
+                        "seeds": seeds, "agent_file": str(agent_file), "returns": [float(sum(t["rewards"]))
+                                                                                   for t in traces],
+                        "shards": shard_sums(shards)}
+            play["minutes"] = (time.perf_counter() - t0) / 60
+            rounds.finish(k, "play", play)
+        played += int(play["frames"])
+        seeds_used += len(play["seeds"])
+        if budget.expired():
+            raise BudgetReached("loop", f"round {k} after its real play")
+
+        # (b) the world, fine-tuned on all the data
+        w = rounds.done(k, "world")
+        if w is None:
+            t0 = time.perf_counter()
+            if not play["frames"]:
+                w = {"world_file": world_file, "skipped": "no new data", "steps": 0}
+            else:
+                prev = load_world(world_file)
+                tcfg = replace(dynamics_train, steps=cfg.world_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
+                               init_from=world_file, agent_data_weight=cfg.agent_data_weight, distill_guidance=0.0,
+                               train_only="all", eval_every=min(dynamics_train.eval_every, cfg.world_steps))
+                wdir = rounds.dir(k) / "world"
+                print(f"round {k}: fine-tuning the world {world_file} for {cfg.world_steps} steps", flush=True)
+                _stage(budget, train_dynamics, prev.dit.cfg, tcfg, prev.sampler, data_dir, wdir, torch.device(device),
+                       budget=_share(round_budget, cfg, cfg.world_share))
+                out = export_world(ExportConfig(out=str(rounds.dir(k) / f"{name}.safetensors"), overwrite=True),
+                                   data_dir, wdir, prev.sampler, name)
+                w = {"world_file": str(out), "steps": load_world(out).meta.get("dynamics_step"), "from": world_file}
+            w["minutes"] = (time.perf_counter() - t0) / 60
+            rounds.finish(k, "world", w)
+        world_file = w["world_file"]
+
+        # (c) the agent, continued in the new world
+        a = rounds.done(k, "agent")
+        if a is None:
+            t0 = time.perf_counter()
+            out = rounds.dir(k) / f"{name}-agent.safetensors"
+            acfg = replace(agent_train, timesteps=cfg.agent_timesteps, init_from=agent_file)
+            print(f"round {k}: training the agent in {world_file} for {cfg.agent_timesteps} decisions"
+                  + (f" from {agent_file}" if agent_file else " from scratch"), flush=True)
+            # overwrite: an unfinished phase's own agent file (its state may be gone); nothing else is there
+            _stage(budget, train_agent, world_file, agent_net, acfg, rounds.dir(k), out, device, data_dir,
+                   budget=_share(round_budget, cfg, cfg.agent_share), overwrite=True)
+            meta = load_agent(out).meta
+            a = {"agent_file": str(out), "decisions": meta.get("decisions"), "from": agent_file,
+                 "minutes": (time.perf_counter() - t0) / 60}
+            rounds.finish(k, "agent", a)
+        agent_file = a["agent_file"]
+
+        # (d) scored in the real game
+        e = rounds.done(k, "score")
+        if e is None:
+            t0 = time.perf_counter()
+            ecfg = AgentEvalConfig(agent=agent_file, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
+                                   baselines=["random", "driver"] if k == 1 else [],
+                                   world_episodes=cfg.world_episodes, max_frames=cfg.max_frames,
+                                   out=str(rounds.dir(k) / "agent_eval"))
+            print(f"round {k}: scoring the agent on {cfg.eval_episodes} real episodes", flush=True)
+            report = evaluate_agent(agent_file, ecfg, world_file, device)
+            e = {"real": _short(report["agent"]), "predicted": _short(report["agent"].get("predicted_in_world")),
+                 "baselines": {k2: _short(v) for k2, v in report["baselines"].items()},
+                 "minutes": (time.perf_counter() - t0) / 60}
+            rounds.finish(k, "score", e)
+        rows.append({"round": k, "real_frames": base_frames + played, "played_frames": int(play["frames"]),
+                     "real_return": e["real"], "predicted_return": e["predicted"], "world_file": world_file,
+                     "world_steps": w.get("steps", 0), "agent_file": agent_file, "agent_decisions": a["decisions"],
+                     "minutes": round(sum(float(x.get("minutes", 0)) for x in (play, w, a, e)), 2)})
+        write_report(folder, name, base_frames, rows, rounds.done(1, "score")["baselines"], cfg.baseline)
+        if budget.expired() and k < cfg.rounds:
+            raise BudgetReached("loop", f"the end of round {k} of {cfg.rounds}")
+    return json.loads((folder / "report.json").read_text())
+
+
+def _share(round_budget: Budget, cfg: LoopConfig, frac: float) -> Budget:
+    """A phase's budget: ``frac`` of the round's minutes, within what is left of the round."""
+    return round_budget.within(None if cfg.round_minutes is None else frac * cfg.round_minutes)
+
+
+def _stage(process: Budget, trainer, *args, **kwargs):
+    """Run a trainer; a stop by its phase's share of the round counts as done, a stop by the process's budget
+    (``train.minutes``) stops the loop. -> what the trainer returned, or None when its share ran out."""
+    try:
+        return trainer(*args, **kwargs)
+    except BudgetReached:
+        if process.expired():
+            raise
+        return None
+
+
+def _short(summary: dict | None) -> dict | None:
+    if summary is None:
+        return None
+    return {"mean": summary["mean"], "std": summary["std"], "episodes": summary["episodes"]}
+
+
+def baseline_curve(log: str | Path | None) -> list[tuple[int, float]]:
+    """(real frames, mean real return) along a ``agent.train.env=real`` run's log."""
+    if not log:
+        return []
+    rows = [json.loads(x) for x in Path(log).read_text().splitlines() if x.strip()]
+    return [(int(r["world_frames"]), float(r["real_return"])) for r in rows if r.get("real_return") is not None]
+
+
+def write_report(folder: Path, name: str, base_frames: int, rows: list[dict], baselines: dict,
+                 baseline_log: str | None) -> None:
+    """``report.json`` (the round table) and ``loop.png`` (real and predicted return against real frames)."""
+    report = {"world": name, "data_frames": base_frames, "rounds": rows, "baselines": baselines,
+              "ppo_real": baseline_curve(baseline_log), "ppo_real_log": baseline_log}
+    tmp = folder / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(folder / "report.json")
+    print_table(rows)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    x = [r["real_frames"] for r in rows]
+    ax.errorbar(x, [r["real_return"]["mean"] for r in rows], yerr=[r["real_return"]["std"] for r in rows],
+                marker="o", capsize=3, label="agent, real game")
+    pred = [(r["real_frames"], r["predicted_return"]["mean"]) for r in rows if r["predicted_return"]]
+    if pred:
+        ax.plot(*zip(*pred, strict=True), "s--", label="agent, world's prediction")
+    if report["ppo_real"]:
+        ax.plot(*zip(*report["ppo_real"], strict=True), "-", alpha=0.7, label="PPO in the real game")
+    for key, style in (("random", ":"), ("driver", "-.")):
+        if key in baselines and baselines[key]:
+            ax.axhline(baselines[key]["mean"], ls=style, color="gray", label=key)
+    ax.set_xlabel("real frames used")
+    ax.set_ylabel("return")
+    ax.set_title(f"{name}: the world-model loop")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "loop.png", dpi=90)
+    plt.close(fig)
+
+
+def print_table(rows: list[dict]) -> None:
+    print("round | real frames | real return (mean ± std, N) | world's prediction | minutes", flush=True)
+    for r in rows:
+        real, pred = r["real_return"], r["predicted_return"]
+        p = f"{pred['mean']:.1f} ± {pred['std']:.1f}" if pred else "-"
+        print(f"{r['round']} | {r['real_frames']} | {real['mean']:.1f} ± {real['std']:.1f} ({real['episodes']}) | {p} | "
+              f"{r['minutes']:.1f}", flush=True)

@@ -1,0 +1,77 @@
+"""stage=loop: rounds of real play, world fine-tuning, agent training and scoring, resumable."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("stable_baselines3")
+
+
+def _configs():
+    from envs.agent.network import AgentConfig
+    from envs.agent.training import AgentTrainConfig
+    from worldsim.training.dynamics_trainer import DynamicsTrainConfig
+
+    dyn = DynamicsTrainConfig(batch_size=2, clip_length=4, heldout_every=2, eval_every=1000, log_every=1,
+                              pre_encode=True)
+    net = AgentConfig(action_repeat=2, channels=(8, 8), hidden=16)
+    agent = AgentTrainConfig(worlds=2, n_steps=4, batch_size=8, epochs=1, window=None, save_every=1, max_frames=12,
+                             progress=False, starts="contexts", warmup=8)
+    return dyn, net, agent
+
+
+def _loop(rounds, **kw):
+    from envs.loop.config import LoopConfig
+
+    return LoopConfig(rounds=rounds, play_frames=30, explore=0.2, world_steps=3, world_warmup=1, agent_timesteps=16,
+                      eval_episodes=1, world_episodes=1, max_frames=10, **kw)
+
+
+@pytest.mark.slow
+def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_the_same_data(
+        tiny_world, carracing_data, tmp_path):
+    from envs.loop.run import run_loop
+    from worldsim.data.dataset import EpisodeDataset
+    from worldsim.training.budget import Budget, BudgetReached
+    from worldsim.world import load_world
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(carracing_data, data)
+    dyn, net, agent = _configs()
+    args = dict(world_file=tiny_world, data_dir=data, run_dir=run, dynamics_train=dyn, agent_net=net,
+                agent_train=agent)
+    with pytest.raises(BudgetReached):  # a spent budget stops the loop at its first check, saved
+        run_loop(_loop(2), budget=Budget(deadline=0.0), **args)
+    report = run_loop(_loop(2), **args)  # the same call continues
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    first, second = report["rounds"]
+    assert first["played_frames"] == 0 and first["world_file"] == str(tiny_world)  # no agent yet: nothing to play
+    assert second["played_frames"] >= 30 and second["real_frames"] == first["real_frames"] + second["played_frames"]
+    assert first["real_frames"] == EpisodeDataset(carracing_data).num_frames
+    assert second["agent_decisions"] == 32  # round 2 continued round 1's agent (16 + 16 decisions)
+    assert (run / "loop" / "loop.png").exists()
+    ds = EpisodeDataset(data)
+    mine = [s for s in ds.shards if (s.source.get("provenance") or {}).get("loop_round") == 2]
+    assert mine and sum(e["length"] for s in mine for e in s.episodes) == second["played_frames"]
+    assert all(s.source["policy"] == "agent" for s in mine)
+    old, new = load_world(tiny_world), load_world(second["world_file"])
+    assert any(not torch.equal(a, b) for a, b in zip(old.dit.state_dict().values(), new.dit.state_dict().values(), strict=True))
+    assert [e["stage"] for e in new.meta["history"]][-1] == "dynamics"  # the fine-tune is in the world's ledger
+    from envs.agent.network import load_agent
+
+    hist = load_agent(second["agent_file"]).meta["history"]
+    assert [e["stage"] for e in hist] == ["agent", "agent"] and hist[1]["init_from"] == first["agent_file"]
+
+    # A round stopped inside its real play: its shards are removed and played again, the same.
+    r2 = run / "loop" / "round-2"
+    played = json.loads((r2 / "play.json").read_text())
+    for phase in ("play", "world", "agent", "score"):
+        (r2 / f"{phase}.json").unlink()
+    shutil.rmtree(r2 / "world")
+    shutil.rmtree(r2 / "agent")
+    again = run_loop(_loop(2), **args)
+    assert json.loads((r2 / "play.json").read_text())["shards"] == played["shards"]
+    assert len(EpisodeDataset(data)) == len(ds)  # no duplicate episodes
+    assert again["rounds"][1]["played_frames"] == second["played_frames"]
