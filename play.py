@@ -45,6 +45,10 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.agent and args.policy != "agent":
+        print("error: --agent chooses the agent of --policy agent; add --policy agent (or leave --agent out)",
+              file=sys.stderr)
+        return 2
     if args.policy is None and args.headless:
         args.policy = "scripted"
     import numpy as np
@@ -102,6 +106,12 @@ def main(argv=None) -> int:
             agent = load_agent(path)
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
+            return 2
+        from envs.agent.view import agent_world_mismatch
+
+        why = agent_world_mismatch(agent.world, world)
+        if why:
+            print(f"error: --agent {path}: {why}", file=sys.stderr)
             return 2
         policy = Pilot(agent, sides[0].env, world)
     elif args.headless:

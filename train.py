@@ -56,6 +56,9 @@ def _plain(node) -> dict:
 # A user's mistake (a setting, a path, a file that is not what it should be): one line, exit 2.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ModuleNotFoundError, FolderInUse)
 
+RESUMABLE = ("all", "collect", "vae", "dynamics", "agent", "loop")
+"""Stages that continue where a stopped run of them left off."""
+
 BUDGET_EXIT = 75
 """Exit status when train.minutes ran out (EX_TEMPFAIL: saved, run the same command again for more)."""
 
@@ -79,7 +82,11 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {msg}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print(f"stopped: run the same command again to resume stage={cfg.stage}", flush=True)
+        if cfg.stage in RESUMABLE:
+            print(f"stopped: run the same command again to resume stage={cfg.stage}", flush=True)
+        else:
+            print(f"stopped: stage={cfg.stage} keeps nothing of an unfinished run (its files are written when it "
+                  "ends); run the same command again to start it over", flush=True)
         raise SystemExit(130) from None
     except BudgetReached as e:
         print(f"{e}; continue with: {continue_command()}", flush=True)
@@ -169,7 +176,9 @@ def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
         eval_cfg = from_dict(EvalConfig, _plain(cfg.eval), "eval")
         from worldsim.training.export import run_export_path
 
-        report = evaluate_world(cfg.checkpoint or run_export_path(cfg.run_dir, source.name), eval_cfg)
+        checkpoint = cfg.checkpoint or run_export_path(cfg.run_dir, source.name)
+        _same_game(source, _world_env_id(checkpoint), f"checkpoint={checkpoint}")
+        report = evaluate_world(checkpoint, eval_cfg)
         memory = {k: v for k, v in (report["track_memory"] or {}).items() if k != "road_iou_by_frame"}
         print(json.dumps({**{k: report[k] for k in ("fidelity_by_horizon", "realism", "second_driver", "warp_error",
                                                     "controllability", "reward_termination")},
@@ -192,6 +201,7 @@ def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
 
         net_cfg = from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net")
         train_cfg = from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train")
+        _same_game(source, _world_env_id(_agent_world(cfg, source)), f"the world {_agent_world(cfg, source)}")
         out = train_agent(_agent_world(cfg, source), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device,
                           cfg.data_dir, budget=budget, overwrite=cfg.agent.overwrite)
         print(f"wrote {out}: score it in the real game with `python train.py world={source.name} stage=agent_eval "
@@ -203,6 +213,9 @@ def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
         if eval_cfg.record:
             lock_folder(eval_cfg.record, "data folder")
         agent = eval_cfg.agent or cfg.agent.out or f"{cfg.run_dir}/agent/{source.name}-agent.safetensors"
+        from envs.agent.network import load_agent
+
+        _same_game(source, load_agent(agent).world.get("source", {}).get("env_id"), f"the agent {agent}")
         report = evaluate_agent(agent, eval_cfg, cfg.agent.world or cfg.checkpoint, cfg.agent.device)
         print(f"wrote {eval_cfg.out}/report.json, returns.png")
         r = report["agent"]
@@ -245,6 +258,31 @@ def _loop(cfg: DictConfig, source, budget: Budget) -> None:
     print(f"wrote {cfg.run_dir}/loop/report.json, loop.png")
     print(f"round {last['round']}: real return {last['real_return']['mean']:.1f} ± {last['real_return']['std']:.1f} "
           f"over {last['real_return']['episodes']} episodes at {last['real_frames']} real frames")
+
+
+def _world_given() -> bool:
+    """Whether the command line chose the world (world=NAME), rather than the default."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return any(o.split("=", 1)[0].lstrip("+~") == "world" for o in HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        return False
+
+
+def _same_game(source, env_id: str | None, what: str) -> None:
+    """Refuse a file of another game than the world=NAME the command line chose (without world=, the file's
+    own game is used)."""
+    if _world_given() and env_id is not None and env_id != source.env_id:
+        raise ValueError(f"world={source.name} is {source.env_id}, but {what} is {env_id}; give a file of "
+                         f"{source.env_id} or leave world= out to use the file's own game")
+
+
+def _world_env_id(path) -> str | None:
+    from worldsim.checkpoint import read_checkpoint
+    from worldsim.world import WORLD_KIND
+
+    return read_checkpoint(path, WORLD_KIND)[0].get("source", {}).get("env_id")
 
 
 def _agent_world(cfg: DictConfig, source):

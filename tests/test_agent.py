@@ -313,3 +313,58 @@ def test_recording_refuses_a_folder_of_another_game(carracing_data, tmp_path):
     names = sorted(p.name for p in data.glob("*.safetensors"))
     (new,) = record_episodes(data, [trace], [7], source, "agent.safetensors")
     assert new.name not in names and len(EpisodeDataset(data)) == len(EpisodeDataset(carracing_data)) + 1
+
+
+def test_agent_eval_checks_every_target_before_it_plays(tiny_world, carracing_data, tmp_path):
+    """A folder the episodes cannot join, or a bad compare file, is refused before any episode is played; the
+    report is written before the episodes are recorded; the same recording twice is refused as duplicates."""
+    from envs.agent.evaluation import AgentEvalConfig, evaluate_agent
+    from envs.agent.network import AgentConfig, AgentNet, save_agent
+    from envs.agent.view import world_vae_id
+    from worldsim.data.dataset import EpisodeDataset
+    from worldsim.data.episodes import DatasetError
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    net = AgentNet(AgentConfig(action_repeat=2, channels=(8, 8), hidden=16), (4, 16, 16), 5)
+    agent = save_agent(tmp_path / "tiny-agent.safetensors", net, world={"name": "tiny", "vae_id": world_vae_id(world)},
+                       action_space=world.dit.action_space)
+    played = []
+    import envs.agent.evaluation as ev
+
+    real_play = ev.play_real
+
+    def counting(*a, **k):
+        played.append(1)
+        return real_play(*a, **k)
+
+    ev.play_real = counting
+    try:
+        def run(**kw):
+            cfg = AgentEvalConfig(episodes=1, max_frames=6, world_episodes=0, baselines=[], reward_check_episodes=1,
+                                  out=str(tmp_path / "eval"), **kw)
+            return evaluate_agent(agent, cfg, tiny_world)
+
+        worlds = tmp_path / "worlds"
+        worlds.mkdir()
+        shutil.copy(tiny_world, worlds / "tiny.safetensors")
+        with pytest.raises(DatasetError, match="not episode shards"):
+            run(record=str(worlds))
+        with pytest.raises(Exception, match="missing"):
+            run(compare=[str(tmp_path / "missing.safetensors")])
+        (tmp_path / "afile").write_text("x")
+        with pytest.raises(DatasetError, match="is a file"):
+            run(record=str(tmp_path / "afile"))
+        assert played == []  # nothing was played for any of them
+        data = tmp_path / "data"
+        shutil.copytree(carracing_data, data)
+        before = len(EpisodeDataset(data))
+        report = run(record=str(data))
+        assert report["recorded"]["episodes"] == 1 and len(EpisodeDataset(data)) == before + 1
+        assert json.loads((tmp_path / "eval" / "report.json").read_text())["recorded"]["episodes"] == 1
+        played.clear()
+        with pytest.raises(DatasetError, match="duplicates"):
+            run(record=str(data))
+        assert played == [] and len(EpisodeDataset(data)) == before + 1
+    finally:
+        ev.play_real = real_play

@@ -276,3 +276,25 @@ def test_a_world_file_whose_name_would_leave_its_folder_is_refused(tiny_world, t
     ok = save_checkpoint(tmp_path / "ok.safetensors", WORLD_KIND, {}, dict(meta, source={**meta["source"], "world": "ALE/Pong-v5"}),
                          tensors)
     assert load_world(ok).name == "ALE/Pong-v5"  # world=atari names a world by its env id
+
+
+def test_the_integrity_tool_rewrites_only_worldsim_files_the_user_may_write(tmp_path, capsys):
+    import os
+
+    from safetensors.numpy import save_file
+
+    from worldsim.integrity import main
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(foreign), metadata={"framework": "other"})
+    before = foreign.read_bytes()
+    assert main([str(foreign)]) == 1 and foreign.read_bytes() == before
+    assert "not a worldsim file" in capsys.readouterr().err
+    ours = tmp_path / "ours.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(ours), metadata={"format": "worldsim.checkpoint", "kind": "x"})
+    os.chmod(ours, 0o444)
+    before = ours.read_bytes()
+    assert main([str(ours)]) == 1 and ours.read_bytes() == before and os.stat(ours).st_mode & 0o777 == 0o444
+    assert "read-only" in capsys.readouterr().err
+    os.chmod(ours, 0o644)
+    assert main([str(ours)]) == 0 and "checksums added" in capsys.readouterr().out

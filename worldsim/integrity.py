@@ -160,6 +160,22 @@ def add_checksums(path: str | Path) -> Path:
     return save_checked(path, tensors, header, OSError)
 
 
+def _not_ours_to_rewrite(path: str | Path) -> str | None:
+    """Why ``path`` must not be re-written with checksums, or None: only worldsim's own files (a ``format``
+    entry of ``worldsim.*``) that the user may write are; a read-only file stays as it is."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        fmt = (f.metadata() or {}).get("format", "")
+    if not str(fmt).startswith("worldsim."):
+        return "not a worldsim file (checksums are added to worldsim's own world, checkpoint and shard files only)"
+    if not os.access(path, os.W_OK) or not os.access(Path(path).resolve().parent, os.W_OK):
+        return "read-only (make it writable to add checksums)"
+    if not os.stat(path).st_mode & 0o222:
+        return "read-only (make it writable to add checksums)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0].startswith("-"):
@@ -175,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             status = 1
             continue
         if bad is None:
+            why = _not_ours_to_rewrite(p)
+            if why:
+                print(f"{p}: left as it is: {why}", file=sys.stderr)
+                status = 1
+                continue
             add_checksums(p)
             print(f"{p}: checksums added")
         elif bad:

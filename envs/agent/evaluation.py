@@ -23,7 +23,7 @@ import torch
 from envs.agent.in_game import RealAgentEnv
 from envs.agent.in_world import AgentWorlds
 from envs.agent.network import Agent, load_agent
-from envs.agent.record import record_episodes
+from envs.agent.record import check_record_target, check_writable, record_episodes
 from envs.agent.view import world_vae_id
 from envs.evaluation.heads import reward_on_traces
 from envs.games.source import has_driver, source_game
@@ -184,6 +184,15 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     repeat = agent.cfg.action_repeat
     rng = np.random.default_rng(cfg.seed)
+    # Every target checked before the first episode is played: nothing found wrong after minutes of play.
+    others = [(other, load_agent(other, device)) for other in cfg.compare]
+    others = [(other, a, _world_for(a, None, device)[0]) for other, a in others]
+    if cfg.record:
+        check_record_target(cfg.record, world.source, str(agent_file), seeds)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"agent_eval.out={out} is a file; give a folder")
+    check_writable(out, "agent_eval.out")
 
     def agent_policy(a: Agent):
         pick = None if cfg.deterministic else np.random.default_rng(cfg.seed + 1)
@@ -197,11 +206,6 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
                                 cfg.episodes if cfg.record else cfg.reward_check_episodes)
     report["agent"] = _summary(returns)
     report["agent"]["world_reward_on_real_episodes"] = reward_on_traces(world, traces[: cfg.reward_check_episodes])
-    if cfg.record:
-        shards = record_episodes(cfg.record, traces, seeds, world.source, str(agent_file))
-        report["recorded"] = {"folder": cfg.record, "episodes": len(traces), "shards": [p.name for p in shards],
-                              "frames": int(sum(len(t["frames"]) for t in traces))}
-        print(f"recorded {len(traces)} real episodes of the agent into {cfg.record} ({', '.join(p.name for p in shards)})")
     if cfg.world_episodes:
         pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device, cfg.max_frames)
         report["agent"]["predicted_in_world"] = _summary(pred)
@@ -212,21 +216,28 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
                                                  cfg.max_frames, repeat, observe=False)[0])
     if "driver" in cfg.baselines and has_driver(str(world.source.get("kind")), str(world.source.get("env_id", ""))):
         baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames), privileged=True)
-    for other in cfg.compare:
-        a = load_agent(other, device)
-        w2, _ = _world_for(a, None, device)
+    for other, a, w2 in others:
         baselines[Path(other).stem] = _summary(play_real(agent_policy(a), w2, a.cfg, seeds, cfg.max_frames,
                                                          a.cfg.action_repeat)[0], file=str(other),
                                                decisions=a.meta.get("decisions"), trained_in=a.meta.get("trained_in", "world"))
     report["baselines"] = baselines
     report["seconds"] = time.perf_counter() - started
-    out = Path(cfg.out)
+    _write_report(out, report)  # before the episodes are recorded: the scores are kept whatever follows
+    _plot(report, out / "returns.png")
+    if cfg.record:
+        shards = record_episodes(cfg.record, traces, seeds, world.source, str(agent_file))
+        report["recorded"] = {"folder": cfg.record, "episodes": len(traces), "shards": [p.name for p in shards],
+                              "frames": int(sum(len(t["frames"]) for t in traces))}
+        _write_report(out, report)
+        print(f"recorded {len(traces)} real episodes of the agent into {cfg.record} ({', '.join(p.name for p in shards)})")
+    return report
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(out / "report.json")
-    _plot(report, out / "returns.png")
-    return report
 
 
 def _plot(report: dict[str, Any], png: Path) -> None:

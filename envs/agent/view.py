@@ -62,6 +62,17 @@ def world_vae_id(world: World) -> str:
     return f"{zlib.crc32(checksums_of(tensors).encode()):08x}"
 
 
+def agent_world_mismatch(agent_world: dict, world: World) -> str | None:
+    """Why an agent (``agent_world``: the world its file names) cannot drive ``world``, or None when it can:
+    it must see through the same VAE (which also means the same game and frame size)."""
+    vid = world_vae_id(world)
+    if agent_world.get("vae_id") == vid:
+        return None
+    game = agent_world.get("source", {}).get("env_id") or agent_world.get("name")
+    return (f"the agent learned in {agent_world.get('name')!r} ({game}, VAE {agent_world.get('vae_id')}) and cannot "
+            f"drive {world.name!r} ({world.source.get('env_id')}, VAE {vid}): give an agent trained in this world")
+
+
 class RealLatents:
     """uint8 frames of one real episode, one at a time -> the world's normalised latent of each: float32
     (C, h, w). The encoder streams (a cache of its causal convs' past inputs): one frame's work per frame,
