@@ -50,27 +50,80 @@ def _round_of(shard) -> int | None:
     return None if r is None else int(r)
 
 
-def remove_partial_round(data_dir: Path, k: int, loop_dir: Path) -> list[str]:
+def remove_partial_round(data_dir: Path, k: int, loop: str) -> list[str]:
     """Delete the shards of round ``k`` of this loop (a play phase stopped before it finished) -> their names."""
     if not any(data_dir.glob("*.safetensors")):
         return []
     removed = []
     for shard in EpisodeDataset(data_dir, allow_mixed=True).shards:
         p = shard.source.get("provenance") or {}
-        if _round_of(shard) == k and p.get("loop") == str(loop_dir):
+        if _round_of(shard) == k and p.get("loop") == loop:
             shard.path.unlink()
             removed.append(shard.path.name)
     return removed
 
 
-def data_frames(data_dir: Path, loop_dir: Path) -> int:
+def data_frames(data_dir: Path, loop: str) -> int:
     """Real frames in ``data_dir`` that this loop did not play (the driver's data, earlier recordings)."""
     total = 0
     for shard in EpisodeDataset(data_dir, allow_mixed=True).shards:
         p = shard.source.get("provenance") or {}
-        if p.get("loop") != str(loop_dir):
+        if p.get("loop") != loop:
             total += sum(int(e["length"]) for e in shard.episodes)
     return total
+
+
+def _rel(path: str | Path, folder: Path) -> str:
+    """A path inside the loop folder relative to it (the folder can move, e.g. committed and copied back)."""
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _abs(path: str, folder: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or not (folder / p).exists() else folder / p
+
+
+def _play(play: dict, folder: Path, data_dir: Path, k: int, loop_id: str) -> dict:
+    """Phase (a) from its recorded inputs: play, record into ``data_dir`` -> frames, episodes, seeds, returns and
+    the shards' checksums."""
+    agent_file = _abs(play["agent_file"], folder)
+    agent, world = load_agent(agent_file), load_world(_abs(play["world_file"], folder))
+    traces, seeds = play_for_data(agent, world, int(play["target_frames"]), int(play["first_seed"]),
+                                  float(play["explore"]), bool(play["sample"]), play.get("max_frames"))
+    shards = record_episodes(data_dir, traces, seeds, world.source, str(agent_file),
+                             {"loop": loop_id, "loop_round": k})
+    return {"frames": int(sum(len(t["frames"]) for t in traces)), "episodes": len(traces), "seeds": seeds,
+            "returns": [float(sum(t["rewards"])) for t in traces], "shards": shard_sums(shards)}
+
+
+def _round_data_present(play: dict, data_dir: Path) -> bool:
+    """Whether a finished round's shards are in ``data_dir``: all (True), none (False, to rebuild), or some
+    (refused: the folder was changed by hand)."""
+    there = [(data_dir / name).exists() for name in play["shards"]]
+    if all(there):
+        return True
+    if any(there):
+        raise ValueError(f"{data_dir} holds only some of this loop's shards {sorted(play['shards'])}; restore the "
+                         "folder or remove the rest of them to rebuild them")
+    return False
+
+
+def loop_id(folder: Path) -> str:
+    """This loop's id (``folder/loop.json``, made on the first run): tags its shards in the data folder."""
+    path = folder / "loop.json"
+    if path.exists():
+        return json.loads(path.read_text())["id"]
+    import uuid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ident = uuid.uuid4().hex[:12]
+    tmp = folder / ".loop.json.tmp"
+    tmp.write_text(json.dumps({"id": ident}))
+    tmp.replace(path)
+    return ident
 
 
 def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, run_dir: str | Path,
@@ -87,7 +140,8 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
     if agent_file is not None:
         agent_net = load_agent(agent_file).cfg  # the network it has; later rounds continue it
     name = name or load_world(world_file).name
-    base_frames = data_frames(data_dir, folder)
+    loop_id_ = loop_id(folder)
+    base_frames = data_frames(data_dir, loop_id_)
     played, seeds_used = 0, 0
     rows: list[dict[str, Any]] = []
     for k in range(1, cfg.rounds + 1):
@@ -100,23 +154,27 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
             if agent_file is None:
                 play = {"frames": 0, "episodes": 0, "seeds": [], "skipped": "no agent yet: round 1 trains one"}
             else:
-                gone = remove_partial_round(data_dir, k, folder)
+                gone = remove_partial_round(data_dir, k, loop_id_)
                 if gone:
                     print(f"round {k}: removed {len(gone)} shards of an unfinished play phase", flush=True)
-                agent, world = load_agent(agent_file), load_world(world_file)
                 first = cfg.play_seed + seeds_used
                 print(f"round {k}: the agent plays {cfg.play_frames} real frames for data (seeds from {first})",
                       flush=True)
-                traces, seeds = play_for_data(agent, world, cfg.play_frames, first, cfg.explore, cfg.sample,
-                                              cfg.max_frames)
-                shards = record_episodes(data_dir, traces, seeds, world.source, str(agent_file),
-                                         {"loop": str(folder), "loop_round": k})
-                play = {"frames": int(sum(len(t["frames"]) for t in traces)), "episodes": len(traces),
-                        "seeds": seeds, "agent_file": str(agent_file), "returns": [float(sum(t["rewards"]))
-                                                                                   for t in traces],
-                        "shards": shard_sums(shards)}
+                play = {"agent_file": _rel(agent_file, folder), "world_file": _rel(world_file, folder),
+                        "first_seed": first, "target_frames": cfg.play_frames, "explore": cfg.explore,
+                        "sample": cfg.sample, "max_frames": cfg.max_frames}
+                play.update(_play(play, folder, data_dir, k, loop_id_))
             play["minutes"] = (time.perf_counter() - t0) / 60
             rounds.finish(k, "play", play)
+        elif play["frames"] and not _round_data_present(play, data_dir):
+            # A fresh machine: the round's episodes are rebuilt by its agent on its seeds, and checked.
+            print(f"round {k}: rebuilding its {play['episodes']} real episodes into {data_dir} by replaying "
+                  f"{play['agent_file']} on their seeds", flush=True)
+            again = _play(play, folder, data_dir, k, loop_id_)
+            if again["shards"] != play["shards"]:
+                raise ValueError(f"round {k}'s rebuilt episodes differ from the recorded ones (checksums "
+                                 f"{again['shards']} vs {play['shards']}): another machine or thread count plays "
+                                 "them differently; continue with the original data folder")
         played += int(play["frames"])
         seeds_used += len(play["seeds"])
         if budget.expired():
@@ -127,7 +185,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
         if w is None:
             t0 = time.perf_counter()
             if not play["frames"]:
-                w = {"world_file": world_file, "skipped": "no new data", "steps": 0}
+                w = {"world_file": _rel(world_file, folder), "skipped": "no new data", "steps": 0}
             else:
                 prev = load_world(world_file)
                 tcfg = replace(dynamics_train, steps=cfg.world_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
@@ -139,10 +197,11 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                        budget=_share(round_budget, cfg, cfg.world_share))
                 out = export_world(ExportConfig(out=str(rounds.dir(k) / f"{name}.safetensors"), overwrite=True),
                                    data_dir, wdir, prev.sampler, name)
-                w = {"world_file": str(out), "steps": load_world(out).meta.get("dynamics_step"), "from": world_file}
+                w = {"world_file": _rel(out, folder), "steps": load_world(out).meta.get("dynamics_step"),
+                     "from": _rel(world_file, folder)}
             w["minutes"] = (time.perf_counter() - t0) / 60
             rounds.finish(k, "world", w)
-        world_file = w["world_file"]
+        world_file = str(_abs(w["world_file"], folder))
 
         # (c) the agent, continued in the new world
         a = rounds.done(k, "agent")
@@ -156,10 +215,11 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
             _stage(budget, train_agent, world_file, agent_net, acfg, rounds.dir(k), out, device, data_dir,
                    budget=_share(round_budget, cfg, cfg.agent_share), overwrite=True)
             meta = load_agent(out).meta
-            a = {"agent_file": str(out), "decisions": meta.get("decisions"), "from": agent_file,
+            a = {"agent_file": _rel(out, folder), "decisions": meta.get("decisions"),
+                 "from": None if agent_file is None else _rel(agent_file, folder),
                  "minutes": (time.perf_counter() - t0) / 60}
             rounds.finish(k, "agent", a)
-        agent_file = a["agent_file"]
+        agent_file = str(_abs(a["agent_file"], folder))
 
         # (d) scored in the real game
         e = rounds.done(k, "score")
