@@ -34,6 +34,9 @@ class LoopConfig:
     """Optimiser steps of the world's fine-tune per round (``dynamics.train`` settings otherwise)."""
     world_lr: float = 1e-4
     world_warmup: int = 20
+    world_ema_decay: float = 0.99
+    """EMA decay of the fine-tune's exported weights: short enough for a few hundred steps to show (at the
+    trainer's default 0.999, 400 steps would leave two thirds of the previous world in the export)."""
     agent_data_weight: float = 4.0
     """``dynamics.train.agent_data_weight`` of the fine-tune: clips of the agent's episodes drawn this many times
     as often as the driver's."""

@@ -190,6 +190,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                 prev = load_world(world_file)
                 tcfg = replace(dynamics_train, steps=cfg.world_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
                                init_from=world_file, agent_data_weight=cfg.agent_data_weight, distill_guidance=0.0,
+                               ema_decay=cfg.world_ema_decay,
                                train_only="all", eval_every=min(dynamics_train.eval_every, cfg.world_steps))
                 wdir = rounds.dir(k) / "world"
                 print(f"round {k}: fine-tuning the world {world_file} for {cfg.world_steps} steps", flush=True)
