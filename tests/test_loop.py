@@ -78,9 +78,15 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
 
     # A fresh machine: the driver's data again, the loop folder as committed; round 2's episodes are rebuilt
     # by replaying its agent on its seeds, checked against the recorded checksums.
+    from envs.loop.keep import keep
+
+    kept = keep(run / "loop", tmp_path / "kept")  # what a session commits
+    assert not [p for p in kept if "state" in p.name] and (tmp_path / "kept" / "round-2" / "tiny.safetensors").exists()
     names = sorted(p.name for p in data.glob("*.safetensors"))
     shutil.rmtree(data)
     shutil.copytree(carracing_data, data)
-    rebuilt = run_loop(_loop(2), **args)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tmp_path / "kept", fresh / "loop")
+    rebuilt = run_loop(_loop(2), **dict(args, run_dir=fresh))
     assert sorted(p.name for p in data.glob("*.safetensors")) == names
     assert [r["real_return"] for r in rebuilt["rounds"]] == [r["real_return"] for r in again["rounds"]]

@@ -1,0 +1,78 @@
+"""``python -m envs.loop.keep LOOP_DIR OUT``: what a loop's finished rounds need, copied out to be committed.
+
+A session may end on a machine whose ``runs/`` and ``data/`` are gone by the next one. What a round needs to
+be continued and rebuilt elsewhere is small: each phase's record (``<phase>.json``), the round's world and
+agent files, its scoring report, and the loop's id and report. This copies exactly those (no trainer states,
+no data) from ``LOOP_DIR`` (``run_dir/loop``) into ``OUT`` (e.g. ``checkpoints/wip/boxing-loop``), checks each
+copy against its source, and refuses files over the repository's 16 MiB limit. To continue elsewhere, copy
+``OUT`` back to ``run_dir/loop`` and run the same ``stage=loop`` command: the rounds' episodes are rebuilt.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import sys
+from pathlib import Path
+
+from worldsim.training.rounds import Rounds
+
+LIMIT = 16 * 2**20
+PHASES = ("play", "world", "agent", "score")
+
+
+def round_files(loop_dir: Path) -> list[Path]:
+    """The files of ``loop_dir`` to keep, relative to it: its id and report, and per finished round its
+    phase records, world and agent files and scoring report."""
+    keep = [Path(n) for n in ("loop.json", "report.json", "loop.png") if (loop_dir / n).exists()]
+    for k in Rounds(loop_dir).finished_rounds(PHASES):
+        d = Path(f"round-{k}")
+        keep += [d / f"{p}.json" for p in PHASES]
+        keep += sorted(p.relative_to(loop_dir) for p in (loop_dir / d).glob("*.safetensors"))
+        report = d / "agent_eval" / "report.json"
+        if (loop_dir / report).exists():
+            keep.append(report)
+    return keep
+
+
+def keep(loop_dir: str | Path, out: str | Path) -> list[Path]:
+    """Copy :func:`round_files` from ``loop_dir`` to ``out`` -> the files written."""
+    loop_dir, out = Path(loop_dir), Path(out)
+    files = round_files(loop_dir)
+    if not files:
+        raise ValueError(f"{loop_dir} holds no loop (no loop.json, report.json or finished round)")
+    big = [f for f in files if (loop_dir / f).stat().st_size > LIMIT]
+    if big:
+        raise ValueError(f"{', '.join(map(str, big))} over {LIMIT // 2**20} MiB: not for the repository")
+    written = []
+    for f in files:
+        dst = out / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(loop_dir / f, tmp)
+        if not filecmp.cmp(loop_dir / f, tmp, shallow=False):
+            tmp.unlink()
+            raise OSError(f"{dst}: the copy does not read back as its source; nothing replaced")
+        tmp.replace(dst)
+        written.append(dst)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0].startswith("-"):
+        print("usage: python -m envs.loop.keep LOOP_DIR OUT: copy a loop's finished rounds (records, world and "
+              "agent files, reports) to OUT, e.g. checkpoints/wip/boxing-loop", file=sys.stderr)
+        return 2
+    try:
+        written = keep(args[0], args[1])
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    size = sum(p.stat().st_size for p in written) / 2**20
+    print(f"kept {len(written)} files ({size:.1f} MiB) in {args[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
