@@ -131,3 +131,23 @@ def test_an_agent_or_world_file_of_another_game_than_world_is_refused():
     assert play.main(["--headless", "--frames", "2", "--agent", str(agent)]) == 2  # --agent without --policy agent
     assert play.main(["--world", "boxing", "--headless", "--frames", "2", "--policy", "agent", "--agent",
                       str(agent)]) == 2
+
+
+def test_train_minutes_stops_an_agent_run_saved_and_the_same_command_continues_it(tiny_world, tmp_path):
+    pytest.importorskip("stable_baselines3")
+    run = tmp_path / "run"
+    args = ["stage=agent", f"agent.world={tiny_world}", f"run_dir={run}", "agent.train.worlds=2", "agent.train.n_steps=4",
+            "agent.train.batch_size=8", "agent.train.epochs=1", "agent.train.window=null", "agent.train.timesteps=400",
+            "agent.train.progress=false", "agent.train.starts=contexts", "agent.net.action_repeat=2",
+            "agent.train.save_every=1000"]
+    stopped = _train(*args, "train.minutes=0.002")
+    assert stopped.returncode == 75 and "agent: time budget reached at" in stopped.stdout, stopped.stderr[-2000:]
+    from envs.agent.network import load_agent
+
+    agent = run / "agent" / "tiny-agent.safetensors"
+    done = load_agent(agent).meta["decisions"]
+    assert 0 <= done < 400 and done % 8 == 0  # saved at a rollout boundary (2 worlds x 4 steps)
+    again = _train(*args)
+    assert again.returncode == 0 and f"resuming the agent from {done} decisions" in again.stdout, again.stderr[-2000:]
+    meta = load_agent(agent).meta
+    assert meta["decisions"] == 400 and [e["steps"] for e in meta["history"]][-1] == [done, 400]
