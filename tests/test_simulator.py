@@ -194,3 +194,84 @@ def test_cached_step_equals_the_uncached_reference_sampler(sampler):
     seq = torch.cat([sim.vae.encode(to_model(ctx))] + [x for x, _, _ in want], 1)
     full = sim.vae.decode(seq)[:, -1]
     assert np.abs(to_uint8(full).astype(int) - frames.astype(int)).max() <= 1
+
+
+def _draft_sim(batch=2, **sampler):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    vae, dit = CausalVAE(VAE), DiT(replace(DIT, commit="draft", draft_level=0.4), {"type": "Discrete", "n": 5, "start": 0})
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return Simulator(dit, vae, batch, SamplerConfig(**sampler), seed=1)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_a_draft_world_makes_a_frame_in_one_call_equal_to_its_uncached_reference(guidance):
+    """commit=draft: one network call a frame (two with guidance), and what the cache keeps is each frame's
+    draft input (its previous frame noised to the draft level), as full forward passes over the drafts give."""
+    from worldsim.frames import to_model
+
+    sim = _draft_sim(guidance=guidance)
+    calls = []
+    real_step = sim._step
+    sim._step = lambda *a, **k: calls.append(1) or real_step(*a, **k)
+    ctx, acts = context(2, 3), [[1, 2], [3, 3], [0, 4], [2, 1], [4, 0]]  # the window of 3 slides
+    sim.seed(5)
+    sim.prefill(ctx)
+    got = []
+    for a in acts:
+        calls.clear()
+        _, reward, done = sim.step(torch.tensor(a))
+        assert len(calls) == (1 if guidance == 1.0 else 2)
+        got.append((sim.last.clone(), reward, done))
+    level, dit, b = 0.4, sim.dit, 2
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        z = sim.vae.encode(to_model(ctx))
+        drafts = [(1 - level) * z[:, max(i - 1, 0):max(i - 1, 0) + 1] + level * torch.randn(z[:, :1].shape, generator=gen)
+                  for i in range(3)]
+        hist_a = [torch.zeros(b, 1, dtype=torch.long)] * 3
+        hist_null = [torch.ones(b, 1, dtype=torch.bool)] * 3
+        last = z[:, -1:]
+        for (x, r, d), act in zip(got, acts, strict=True):
+            draft = (1 - level) * last + level * torch.randn(last.shape, generator=gen)
+            a = torch.tensor(act)[:, None]
+
+            def predict(null_now, draft=draft, a=a):
+                n = len(drafts) + 1
+                v, rr, dd = dit(torch.cat(drafts + [draft], 1), torch.full((b, n), level), torch.cat(hist_a + [a], 1),
+                                torch.cat(hist_null + [torch.full((b, 1), null_now)], 1))
+                return v[:, -1:], rr[:, -1], dd[:, -1]
+
+            v, rr, dd = predict(False)
+            if guidance != 1.0:
+                v0 = predict(True)[0]
+                v = v0 + guidance * (v - v0)
+            want = draft - level * v
+            torch.testing.assert_close(x, want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(r, dit.cfg.reward(rr), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(d, torch.sigmoid(dd), atol=1e-5, rtol=1e-5)
+            drafts.append(draft)
+            hist_a.append(a)
+            hist_null.append(torch.zeros(b, 1, dtype=torch.bool))
+            last = want
+
+
+def test_a_draft_world_refuses_to_sample_in_more_steps_and_says_its_mode_in_its_file(tmp_path):
+    from dataclasses import replace
+
+    from worldsim.world import load_world, save_world
+
+    with pytest.raises(ValueError, match="one call"):
+        _draft_sim(steps=2)
+    sim = _draft_sim()
+    path = save_world(tmp_path / "d.safetensors", sim.vae, sim.dit, source={"world": "d", "env_id": "X-v0",
+                      "frame_size": 64, "action_space": sim.dit.action_space}, sampler=SamplerConfig(),
+                      latent_mean=torch.zeros(4), latent_std=torch.ones(4),
+                      context_frames=context(2, 3), context_actions=np.zeros((2, 3), np.int64))
+    world = load_world(path)
+    assert world.dit.cfg.commit == "draft" and world.dit.cfg.draft_level == 0.4
+    with pytest.raises(ValueError, match="commit must be"):
+        replace(DIT, commit="other").validate()

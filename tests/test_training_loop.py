@@ -145,3 +145,26 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, carracing_data, mon
     assert [e["steps"] for e in json.loads(mb.pop("history"))] == [[0, 3], [3, 6]]
     ma.pop("history")
     assert ma == mb
+
+
+def test_a_draft_world_trains_evaluates_and_exports_with_its_mode(tmp_path, carracing_data):
+    from worldsim.engine.sampler import SamplerConfig
+    from worldsim.models.dit import DiTConfig
+    from worldsim.models.vae import VAEConfig
+    from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
+    from worldsim.training.export import ExportConfig, export_world
+    from worldsim.training.vae_trainer import VAETrainConfig, train_vae
+    from worldsim.world import load_world
+
+    cpu = torch.device("cpu")
+    vae_cfg = VAEConfig(encoder_channels=(8, 16, 16), decoder_channels=(8, 16, 16), norm_groups=4, latent_channels=4)
+    train_vae(vae_cfg, VAETrainConfig(steps=2, batch_size=2, warmup=1, eval_every=100, eval_clips=2, heldout_every=2),
+              carracing_data, tmp_path, cpu)
+    dit_cfg = DiTConfig(latent_channels=4, latent_size=16, patch_size=4, dim=32, depth=2, heads=2, window=4,
+                        commit="draft")
+    train_dynamics(dit_cfg, DynamicsTrainConfig(steps=3, batch_size=2, clip_length=4, warmup=1, eval_every=3,
+                                                heldout_every=2), SamplerConfig(), carracing_data, tmp_path, cpu)
+    assert json.loads((tmp_path / "dynamics_log.jsonl").read_text().splitlines()[-1])["rollout_psnr"] > 0
+    world = load_world(export_world(ExportConfig(contexts=2, context_frames=4), carracing_data, tmp_path,
+                                    SamplerConfig(), "d"))
+    assert world.dit.cfg.commit == "draft"

@@ -183,6 +183,9 @@ class Game:
             if side.is_model:
                 world, s = side.env.unwrapped, side.env.unwrapped.sampler
                 if command.endswith("steps"):
+                    if world.core.sim.dit.cfg.commit == "draft":
+                        self.note("this world makes each frame in one step (commit=draft)")
+                        continue
                     world.retune(steps=clamp_steps(s.steps + (1 if command == "more_steps" else -1)))
                 else:
                     world.retune(guidance=max(1.0, s.guidance + (0.5 if command == "more_guidance" else -0.5)))

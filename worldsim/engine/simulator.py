@@ -4,6 +4,8 @@ Each step samples the next latent frame with a few Euler steps of the flow
 (optionally with action guidance), commits the finished frame's keys/values to
 the windowed KV cache at the context noise level, and streams the new frame
 through the VAE decoder. Rewards and termination come from the commit pass.
+A world trained with ``commit=draft`` (DiTConfig) does it in one call: the
+frame's denoising input is what the cache keeps.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class Simulator:
         # layers are 2.5x faster, while bf16 attention is slower than float32 (BENCHMARKS.md, "Batched world").
         self.cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self.window = self.sampler.fit(c.window)
+        if c.commit == "draft" and self.sampler.steps != 1:
+            raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
+                             f"{self.sampler.steps}")
         self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, self.window, c.tokens_per_frame, self.cache_dtype,
                              self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -100,10 +105,13 @@ class Simulator:
                                                 self.cache_dtype, self.device)
         cache.reset()
         stream, clock = StreamCache(), torch.zeros(n, dtype=torch.long, device=self.device)
-        ctx = torch.full((n, 1), self.sampler.context_level, device=self.device, dtype=self.dtype)
+        draft = c.commit == "draft"  # each context frame enters as the draft of it: its previous frame, noised
+        ctx = torch.full((n, 1), c.draft_level if draft else self.sampler.context_level, device=self.device,
+                         dtype=self.dtype)
         out = None
         for i in range(t):
-            zi = add_noise(z[:, i : i + 1], ctx, self._noise(z[:, i : i + 1]))
+            src = z[:, max(i - 1, 0) : max(i - 1, 0) + 1] if draft else z[:, i : i + 1]
+            zi = add_noise(src, ctx, self._noise(src))
             mask = torch.full((n, 1), null or i == 0, device=self.device)
             self.dit.step(zi.to(self.dtype), ctx, actions[:, i : i + 1], clock, cache, commit=True, null=mask)
             out = self.vae.decode(self.norm.denormalize(z[:, i : i + 1]), stream)
@@ -150,6 +158,43 @@ class Simulator:
             self._ts, self._ts_key = ts * s.start_level, key
         return self._ts
 
+    def _sample_and_commit(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``commit=pass``: the sampler's Euler steps, then a pass over the finished frame that writes it to the
+        cache. -> the new latent (B, 1, C, h, w), reward and termination logits (B, 1)."""
+        s, c, no_null = self.sampler, self.dit.cfg, self.no_null
+        x = torch.randn((self.batch, 1, c.latent_channels, c.latent_size, c.latent_size), generator=self.generator,
+                        device=self.device, dtype=self.dtype)
+        ts = self._timesteps()
+        if s.start_level < 1.0:  # start from the previous frame, partly noised
+            x = (1 - s.start_level) * self.last + s.start_level * x
+        for k in range(s.steps):
+            lv = ts[k].expand(self.batch, 1).to(self.dtype)
+            v = self._step(x, lv, a, self.t, self.cache, null=no_null)[0]
+            if s.guidance != 1.0:
+                v0 = self._step(x, lv, a, self.t, self.cache, null=~no_null)[0]
+                v = v0 + s.guidance * (v - v0)
+            x = x + (ts[k + 1] - ts[k]) * v
+        # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
+        ctx = self._levels(s.context_level)
+        _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
+        return x, reward, done
+
+    def _draft(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``commit=draft``: one call denoises the previous frame's draft (it noised to ``draft_level``) in one
+        step, writes that draft to the cache and reads reward and termination (with action guidance, the null
+        pass runs first, so that it does not see the frame it guides). -> as :meth:`_sample_and_commit`."""
+        s, level = self.sampler, self.dit.cfg.draft_level
+        if s.steps != 1:
+            raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
+                             f"{s.steps}")
+        x = (1 - level) * self.last + level * self._noise(self.last)
+        lv = self._levels(level)
+        v0 = self._step(x, lv, a, self.t, self.cache, null=~self.no_null)[0] if s.guidance != 1.0 else None
+        v, reward, done = self._step(x, lv, a, self.t, self.cache, commit=True, null=self.no_null)
+        if v0 is not None:
+            v = v0 + s.guidance * (v - v0)
+        return x - level * v, reward, done
+
     @torch.inference_mode()
     def step(self, actions: torch.Tensor, decode: bool = True) -> tuple[np.ndarray | None, torch.Tensor, torch.Tensor]:
         """Advance every world by one frame. actions (B[, ...]) ->
@@ -164,25 +209,9 @@ class Simulator:
         if decode and self.undecoded.any():
             raise RuntimeError("this simulator stepped without decoding since its worlds started, so its streaming "
                                "decoder is behind; restart them with prefill, or keep decode=False")
-        s = self.sampler
         a = torch.as_tensor(actions, device=self.device).reshape(self.batch, 1, *self.action_shape)
         c = self.dit.cfg
-        x = torch.randn((self.batch, 1, c.latent_channels, c.latent_size, c.latent_size), generator=self.generator,
-                        device=self.device, dtype=self.dtype)
-        ts = self._timesteps()
-        if s.start_level < 1.0:  # start from the previous frame, partly noised
-            x = (1 - s.start_level) * self.last + s.start_level * x
-        no_null = self.no_null
-        for k in range(s.steps):
-            lv = ts[k].expand(self.batch, 1).to(self.dtype)
-            v = self._step(x, lv, a, self.t, self.cache, null=no_null)[0]
-            if s.guidance != 1.0:
-                v0 = self._step(x, lv, a, self.t, self.cache, null=~no_null)[0]
-                v = v0 + s.guidance * (v - v0)
-            x = x + (ts[k + 1] - ts[k]) * v
-        # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
-        ctx = self._levels(s.context_level)
-        _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
+        x, reward, done = self._draft(a) if c.commit == "draft" else self._sample_and_commit(a)
         self.last = x
         self.t += 1
         rewards, probs = c.reward(reward[:, 0]), torch.sigmoid(done[:, 0].float())

@@ -68,6 +68,15 @@ class DiTConfig:
     (learned queries, one per attention head, over the frame's tokens; zero-initialised, so it starts as the
     mean and a file without it loads unchanged). An event in a few pixels (a score digit that changes) is one
     token of 65 and is diluted by the mean."""
+    commit: str = "pass"
+    """How a generated frame enters the KV cache. ``pass``: a second network call a frame, over the finished
+    latent noised to the sampler's context level (what the cache keeps; rewards and termination are read from
+    it). ``draft``: one call a frame. Every frame's input is its previous frame noised to ``draft_level`` (the
+    sampler's start, as a draft of it), and that input is what the cache keeps: the call that denoises a frame
+    in one step also writes it, and reads its reward and termination. A network is trained for one mode
+    (``dynamics.train`` follows this setting), so a file of one mode always runs in that mode."""
+    draft_level: float = 0.5
+    """``commit=draft``: the noise level of every frame's input (its previous frame noised this much)."""
 
     @property
     def patches(self) -> int:
@@ -103,6 +112,10 @@ class DiTConfig:
             raise ValueError(f"dim / heads must be a whole multiple of 8, got {self.dim} / {self.heads}")
         if self.window < 1 or self.action_tokens < 1:
             raise ValueError("window and action_tokens must be at least 1")
+        if self.commit not in ("pass", "draft"):
+            raise ValueError(f"commit must be pass or draft, got {self.commit!r}")
+        if not 0 < self.draft_level <= 1:
+            raise ValueError(f"draft_level must be in (0, 1], got {self.draft_level}")
 
 
 def level_embedding(levels: torch.Tensor, dim: int) -> torch.Tensor:

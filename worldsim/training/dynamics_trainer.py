@@ -245,6 +245,9 @@ def train_dynamics(
     amp = autocast_dtype(device, cfg.precision)
     teacher = None
     if cfg.distill_guidance > 0:
+        if model_cfg.commit == "draft":
+            raise ValueError("guidance distillation trains the two-call sampler; a commit=draft model trains on data "
+                             "(leave dynamics.train.distill_guidance at 0)")
         if not cfg.init_from:
             raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from: the model whose guided "
                              "predictions are distilled (a dynamics checkpoint or a world file)")
@@ -264,7 +267,8 @@ def train_dynamics(
         if teacher is not None:
             loss, parts = distill_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp)
         else:
-            loss, parts = clip_loss(net, encode, batch, cfg, gen, device, amp)
+            loss, parts = (draft_clip_loss if model_cfg.commit == "draft" else clip_loss)(net, encode, batch, cfg, gen,
+                                                                                         device, amp)
         return loss, {k: v.item() for k, v in parts.items()}, cfg.batch_size * cfg.clip_length
 
     if ranks.main:
@@ -310,6 +314,31 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
 
+def draft_clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
+    """``commit=draft`` training: every frame's input is its previous frame noised to the model's draft level
+    (the clip's first frame: itself), as the engine's one call per frame gives it, and from it the model
+    predicts the frame in one step (input - level * velocity), every frame after the first a target;
+    reward and termination at every frame."""
+    z0 = latents_of(batch, encode, device)  # (B, T, C, h, w)
+    b, t = z0.shape[:2]
+    level = getattr(dit, "module", dit).cfg.draft_level
+    actions = batch["actions"].to(device)
+    noise = torch.randn(z0.shape, generator=gen).to(device)
+    null = (torch.rand(b, t, generator=gen) < cfg.null_action_prob).to(device)
+    null[:, 0] |= batch["start"].to(device) == 0  # nothing led to a reset frame
+    levels = torch.full((b, t), level, device=device)
+    x = add_noise(torch.cat([z0[:, :1], z0[:, :-1]], 1), levels, noise)
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        v, reward, done = dit(x, levels, actions, null)
+    err = (v.float() - (x - z0) / level)[:, 1:] ** 2  # the first frame has no previous one to draft from
+    if cfg.motion_weight > 0:
+        err = err * (1 + cfg.motion_weight * latent_motion(z0, cfg.motion_threshold)[:, 1:])
+    flow = err.mean()
+    r_loss, d_loss = head_losses(reward, done, batch, torch.ones(b, t, device=device), device, _reward_space(dit))
+    loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
+    return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
+
+
 def _reward_space(net) -> str:
     """The reward space of a DiT, also when DistributedDataParallel wraps it."""
     return getattr(net, "module", net).cfg.reward_space
@@ -351,7 +380,7 @@ def evaluate(dit, encode, held, cfg, sampler, device, video_path, source) -> dic
     n = min(8, len(held))
     idx = torch.linspace(0, len(held) - 1, n).long().tolist()
     batch = {k: torch.stack([held[i][k] for i in idx]) for k in held[0]}
-    _, parts = clip_loss(dit, encode, batch, cfg, gen, device)
+    _, parts = (draft_clip_loss if dit.cfg.commit == "draft" else clip_loss)(dit, encode, batch, cfg, gen, device)
     out = {f"heldout_{k}": v.item() for k, v in parts.items()}
     # Rollout: a real context of half a clip, then the real actions, open loop.
     ctx_len = max(1, cfg.clip_length // 2)
