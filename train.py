@@ -201,8 +201,9 @@ def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
 
         net_cfg = from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net")
         train_cfg = from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train")
-        _same_game(source, _world_env_id(_agent_world(cfg, source)), f"the world {_agent_world(cfg, source)}")
-        out = train_agent(_agent_world(cfg, source), net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device,
+        world = _agent_world(cfg, source)
+        _same_game(source, _world_env_id(world), f"the world {world}")
+        out = train_agent(world, net_cfg, train_cfg, cfg.run_dir, cfg.agent.out, cfg.agent.device,
                           cfg.data_dir, budget=budget, overwrite=cfg.agent.overwrite)
         print(f"wrote {out}: score it in the real game with `python train.py world={source.name} stage=agent_eval "
               f"agent_eval.agent={out}`")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PHASES = ("play", "world", "agent", "score")
+"""A round's phases, in order; each leaves ``<phase>.json`` when finished (worldsim/training/rounds.py)."""
+
 
 @dataclass
 class LoopConfig:

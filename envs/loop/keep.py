@@ -15,10 +15,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from envs.loop.config import PHASES
 from worldsim.training.rounds import Rounds
 
 LIMIT = 16 * 2**20
-PHASES = ("play", "world", "agent", "score")
 
 
 def round_files(loop_dir: Path) -> list[Path]:

@@ -41,8 +41,6 @@ from worldsim.training.export import ExportConfig, export_world
 from worldsim.training.rounds import Rounds
 from worldsim.world import load_world
 
-PHASES = ("play", "world", "agent", "score")
-
 
 def _round_of(shard) -> int | None:
     p = shard.source.get("provenance") or {}

@@ -9,6 +9,7 @@ joins its VAE's and its dynamics' lists. ``python -m worldsim.ledger FILE`` prin
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -32,8 +33,6 @@ def machine(device: torch.device | str = "cpu") -> str:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    import os
-
     vec = "AVX-512 BF16" if "avx512_bf16" in flags else "AVX2" if "avx2" in flags else ""
     text = f"{model}, {os.cpu_count()} cores" + (f", {vec}" if vec else "")
     dev = torch.device(device)

@@ -137,6 +137,7 @@ def run_training(
     saved = step if state_path.exists() else -1  # the step whose state is on disk
     t0, seen = time.perf_counter(), 0
     bar = progress_bar(cfg.steps, step, what, disable=not ranks.main)
+    device = next(model.parameters()).device
     try:
         while step < cfg.steps:
             batch = next(batches)
@@ -170,7 +171,7 @@ def run_training(
             bar.update(1)
             if budget.limited:
                 bar.set_postfix_str(budget.left_text())
-                if _agreed_expired(budget, ranks, next(model.parameters()).device):
+                if _agreed_expired(budget, ranks, device):
                     if ranks.main and saved != step:
                         with signals_deferred(f"writing the step-{step} checkpoint"):
                             checkpoint(step, stats)
