@@ -90,3 +90,22 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
     rebuilt = run_loop(_loop(2), **dict(args, run_dir=fresh))
     assert sorted(p.name for p in data.glob("*.safetensors")) == names
     assert [r["real_return"] for r in rebuilt["rounds"]] == [r["real_return"] for r in again["rounds"]]
+
+    # A rebuild that comes out otherwise (another CPU kind sampled another action): refused and removed by
+    # default, kept on request with the difference recorded, and then taken as the round's data.
+    r2 = fresh / "loop" / "round-2"
+    record = json.loads((r2 / "play.json").read_text())
+    for name in record["shards"]:
+        (data / name).unlink()
+    odd = sorted(record["shards"])[0]
+    (r2 / "play.json").write_text(json.dumps(dict(record, shards=dict(record["shards"], **{odd: "0" * 16}))))
+    with pytest.raises(ValueError, match="loop.rebuild=keep"):
+        run_loop(_loop(2), **dict(args, run_dir=fresh))
+    assert not [n for n in record["shards"] if (data / n).exists()]  # nothing half-checked left behind
+    run_loop(_loop(2, rebuild="keep"), **dict(args, run_dir=fresh))
+    assert json.loads((r2 / "rebuilt.json").read_text())["differ"] == [odd]
+    assert all((data / n).exists() for n in record["shards"])
+    for name in record["shards"]:  # the next fresh machine: the kept rebuild is what it must match
+        (data / name).unlink()
+    run_loop(_loop(2), **dict(args, run_dir=fresh))
+    assert (tmp_path / "kept2" / "round-2" / "rebuilt.json") in keep(fresh / "loop", tmp_path / "kept2")

@@ -52,6 +52,10 @@ class LoopConfig:
     eval_seed: int = 500_000_000
     world_episodes: int = 8
     """Episodes of the agent in its world for the predicted return (0: none)."""
+    rebuild: str = "exact"
+    """A finished round's episodes rebuilt on a fresh machine that differ from the recorded ones (another CPU
+    kind can sample another action somewhere): ``exact`` refuses them (removed; the loop stops and says so),
+    ``keep`` keeps them as the round's data and records the difference in ``round-k/rebuilt.json``."""
     baseline: str | None = None
     """The ``agent_log.jsonl`` of a ``agent.train.env=real`` run, drawn in loop.png at the same real frames."""
 
@@ -60,6 +64,8 @@ class LoopConfig:
             raise ValueError(f"loop.rounds, play_frames, world_steps and agent_timesteps must be >= 1, got {self}")
         if self.eval_episodes < 1 or self.world_episodes < 0:
             raise ValueError("loop.eval_episodes must be >= 1 and loop.world_episodes >= 0")
+        if self.rebuild not in ("exact", "keep"):
+            raise ValueError(f"loop.rebuild is exact or keep, got {self.rebuild!r}")
         if not 0 <= self.explore <= 1:
             raise ValueError(f"loop.explore is a probability, got {self.explore}")
         if self.round_minutes is not None and not self.round_minutes > 0:

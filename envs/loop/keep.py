@@ -23,11 +23,13 @@ LIMIT = 16 * 2**20
 
 def round_files(loop_dir: Path) -> list[Path]:
     """The files of ``loop_dir`` to keep, relative to it: its id and report, and per finished round its
-    phase records, world and agent files and scoring report."""
+    phase records (and ``rebuilt.json``), world and agent files and scoring report."""
     keep = [Path(n) for n in ("loop.json", "report.json", "loop.png") if (loop_dir / n).exists()]
     for k in Rounds(loop_dir).finished_rounds(PHASES):
         d = Path(f"round-{k}")
         keep += [d / f"{p}.json" for p in PHASES]
+        if (loop_dir / d / "rebuilt.json").exists():  # its episodes as rebuilt elsewhere (loop.rebuild=keep)
+            keep.append(d / "rebuilt.json")
         keep += sorted(p.relative_to(loop_dir) for p in (loop_dir / d).glob("*.safetensors"))
         report = d / "agent_eval" / "report.json"
         if (loop_dir / report).exists():

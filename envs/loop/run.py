@@ -109,6 +109,28 @@ def _round_data_present(play: dict, data_dir: Path) -> bool:
     return False
 
 
+def _rebuilt_differently(cfg: LoopConfig, rounds: Rounds, k: int, play: dict, again: dict, data_dir: Path) -> None:
+    """A finished round's episodes, replayed on a fresh machine, differ from the recorded ones (the VAE and the
+    agent ran on another CPU kind or thread count, and a sampled action came out otherwise). ``loop.rebuild``
+    ``exact``: the rebuilt shards are removed and the loop stops, saying so; ``keep``: they are kept as the
+    round's data, and ``round-k/rebuilt.json`` records which differ."""
+    differ = sorted(n for n in set(again["shards"]) | set(play["shards"])
+                    if again["shards"].get(n) != play["shards"].get(n))
+    if cfg.rebuild == "keep":
+        rounds.finish(k, "rebuilt", {"shards": again["shards"], "differ": differ, "frames": again["frames"],
+                                     "returns": again["returns"]})
+        print(f"round {k}: the rebuilt episodes differ from the recorded ones in {len(differ)} of "
+              f"{len(play['shards'])} shards ({', '.join(differ)}); kept as this round's data (loop.rebuild=keep, "
+              f"round-{k}/rebuilt.json)", flush=True)
+        return
+    for name in again["shards"]:
+        (data_dir / name).unlink(missing_ok=True)
+    raise ValueError(f"round {k}'s rebuilt episodes differ from the recorded ones in {len(differ)} of "
+                     f"{len(play['shards'])} shards ({', '.join(differ)}): this machine plays them otherwise (another "
+                     "CPU kind or thread count). The rebuilt shards were removed; continue with the original data "
+                     "folder, or accept the rebuilt episodes with loop.rebuild=keep")
+
+
 def loop_id(folder: Path) -> str:
     """This loop's id (``folder/loop.json``, made on the first run): tags its shards in the data folder."""
     path = folder / "loop.json"
@@ -169,11 +191,10 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
             print(f"round {k}: rebuilding its {play['episodes']} real episodes into {data_dir} by replaying "
                   f"{play['agent_file']} on their seeds", flush=True)
             again = _play(play, folder, data_dir, k, loop_id_)
-            if again["shards"] != play["shards"]:
-                raise ValueError(f"round {k}'s rebuilt episodes differ from the recorded ones (checksums "
-                                 f"{again['shards']} vs {play['shards']}): another machine or thread count plays "
-                                 "them differently; continue with the original data folder")
-        played += int(play["frames"])
+            kept = rounds.done(k, "rebuilt")  # an earlier rebuild kept with loop.rebuild=keep
+            if again["shards"] != play["shards"] and not (kept and again["shards"] == kept["shards"]):
+                _rebuilt_differently(cfg, rounds, k, play, again, data_dir)
+        played += int((rounds.done(k, "rebuilt") or play)["frames"])
         seeds_used += len(play["seeds"])
         if budget.expired():
             raise BudgetReached("loop", f"round {k} after its real play")
