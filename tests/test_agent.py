@@ -315,7 +315,7 @@ def test_recording_refuses_a_folder_of_another_game(carracing_data, tmp_path):
     assert new.name not in names and len(EpisodeDataset(data)) == len(EpisodeDataset(carracing_data)) + 1
 
 
-def test_agent_eval_checks_every_target_before_it_plays(tiny_world, carracing_data, tmp_path):
+def test_agent_eval_checks_every_target_before_it_plays(tiny_world, carracing_data, tmp_path, capsys):
     """A folder the episodes cannot join, or a bad compare file, is refused before any episode is played; the
     report is written before the episodes are recorded; the same recording twice is refused as duplicates."""
     from envs.agent.evaluation import AgentEvalConfig, evaluate_agent
@@ -359,7 +359,9 @@ def test_agent_eval_checks_every_target_before_it_plays(tiny_world, carracing_da
         data = tmp_path / "data"
         shutil.copytree(carracing_data, data)
         before = len(EpisodeDataset(data))
+        capsys.readouterr()
         report = run(record=str(data))
+        assert "agent (real): episode 1/1 (seed 500000000): return" in capsys.readouterr().out  # it says how far
         assert report["recorded"]["episodes"] == 1 and len(EpisodeDataset(data)) == before + 1
         assert json.loads((tmp_path / "eval" / "report.json").read_text())["recorded"]["episodes"] == 1
         played.clear()

@@ -107,22 +107,33 @@ def recorded_world_paths(file: str | None) -> list[Path | None]:
     return [p, checkpoints_dir().parent / p, None]
 
 
+def _episode_line(label: str, i: int, n: int, seed: int, total: float, steps: str, t0: float) -> None:
+    """One line per finished episode: a scoring run takes minutes, and says how far it is."""
+    if label:
+        print(f"{label}: episode {i + 1}/{n} (seed {seed}): return {total:.1f}, {steps}, "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+
 def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None, repeat: int,
-              traces: int = 0, observe: bool = True) -> tuple[list[float], list[dict]]:
+              traces: int = 0, observe: bool = True, label: str = "") -> tuple[list[float], list[dict]]:
     """Real returns of ``policy(obs, env) -> action`` on these track seeds, and the frames, actions and rewards
-    of the first ``traces`` episodes. ``observe=False``: the policy does not look (no encoding)."""
+    of the first ``traces`` episodes. ``observe=False``: the policy does not look (no encoding). A ``label``
+    prints a line per episode."""
     env = RealAgentEnv(world, agent_cfg, max_frames, observe)
     returns, kept = [], []
     try:
         for i, s in enumerate(seeds):
+            t0 = time.perf_counter()
             env.record = i < traces
             obs, _ = env.reset(seed=int(s))
-            total, done = 0.0, False
+            total, done, decisions = 0.0, False, 0
             while not done:
                 obs, r, term, trunc, _ = env.step(policy(obs, env))
                 total += r
+                decisions += 1
                 done = term or trunc
             returns.append(total)
+            _episode_line(label, i, len(seeds), int(s), total, f"{decisions} decisions", t0)
             if env.record:
                 kept.append({**{k: np.asarray(v) for k, v in env.trace.items()}, "terminated": bool(term),
                              "truncated": bool(trunc)})
@@ -131,8 +142,8 @@ def play_real(policy, world, agent_cfg, seeds: list[int], max_frames: int | None
     return returns, kept
 
 
-def play_driver(world, seeds: list[int], max_frames: int | None) -> list[float]:
-    """The data-collection driver (every frame, privileged) on these tracks."""
+def play_driver(world, seeds: list[int], max_frames: int | None, label: str = "") -> list[float]:
+    """The data-collection driver (every frame, privileged) on these tracks (a ``label``: a line per episode)."""
     source = dict(world.source, policy="driver")
     if max_frames is not None:
         source["max_episode_steps"] = int(max_frames)
@@ -140,16 +151,19 @@ def play_driver(world, seeds: list[int], max_frames: int | None) -> list[float]:
     env = sw.make_env()
     out = []
     try:
-        for s in seeds:
+        for i, s in enumerate(seeds):
+            t0 = time.perf_counter()
             policy = sw.make_policy(np.random.default_rng([int(s), 1]), env)
             obs, _ = env.reset(seed=int(s))
             policy.reset(env)
-            total, done = 0.0, False
+            total, done, frames = 0.0, False, 0
             while not done:
                 obs, r, term, trunc, _ = env.step(policy(obs))
                 total += float(r)
+                frames += 1
                 done = term or trunc
             out.append(total)
+            _episode_line(label, i, len(seeds), int(s), total, f"{frames} frames", t0)
     finally:
         env.close()
     return out
@@ -203,22 +217,26 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
                               "agent_decisions_in_world": agent.meta.get("decisions"),
                               "agent_world_frames": agent.meta.get("world_frames")}
     returns, traces = play_real(agent_policy(agent), world, agent.cfg, seeds, cfg.max_frames, repeat,
-                                cfg.episodes if cfg.record else cfg.reward_check_episodes)
+                                cfg.episodes if cfg.record else cfg.reward_check_episodes, label="agent (real)")
     report["agent"] = _summary(returns)
     report["agent"]["world_reward_on_real_episodes"] = reward_on_traces(world, traces[: cfg.reward_check_episodes])
     if cfg.world_episodes:
+        t0 = time.perf_counter()
         pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device, cfg.max_frames)
         report["agent"]["predicted_in_world"] = _summary(pred)
+        print(f"agent (in its world): {len(pred)} episodes, predicted return {np.mean(pred):.1f} ± "
+              f"{np.std(pred):.1f}, {time.perf_counter() - t0:.0f} s", flush=True)
     baselines: dict[str, Any] = {}
     n = int(world.action_space.n)
     if "random" in cfg.baselines:
         baselines["random"] = _summary(play_real(lambda obs, env: int(rng.integers(n)), world, agent.cfg, seeds,
-                                                 cfg.max_frames, repeat, observe=False)[0])
+                                                 cfg.max_frames, repeat, observe=False, label="random")[0])
     if "driver" in cfg.baselines and has_driver(str(world.source.get("kind")), str(world.source.get("env_id", ""))):
-        baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames), privileged=True)
+        baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames, label="driver"), privileged=True)
     for other, a, w2 in others:
         baselines[Path(other).stem] = _summary(play_real(agent_policy(a), w2, a.cfg, seeds, cfg.max_frames,
-                                                         a.cfg.action_repeat)[0], file=str(other),
+                                                         a.cfg.action_repeat, label=Path(other).stem)[0],
+                                               file=str(other),
                                                decisions=a.meta.get("decisions"), trained_in=a.meta.get("trained_in", "world"))
     report["baselines"] = baselines
     report["seconds"] = time.perf_counter() - started

@@ -46,6 +46,8 @@ def play_for_data(agent: Agent, world: World, frames: int, first_seed: int, expl
                            "truncated": bool(trunc)})
             seeds.append(seed)
             total += len(env.trace["frames"])
+            print(f"play for data: episode {len(seeds)} (seed {seed}): return {sum(env.trace['rewards']):.1f}, "
+                  f"{len(env.trace['frames'])} frames; {total} of {frames}", flush=True)
     finally:
         env.close()
     return traces, seeds
