@@ -109,3 +109,17 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
         (data / name).unlink()
     run_loop(_loop(2), **dict(args, run_dir=fresh))
     assert (tmp_path / "kept2" / "round-2" / "rebuilt.json") in keep(fresh / "loop", tmp_path / "kept2")
+
+
+def test_the_world_fine_tune_encodes_the_whole_dataset_only_when_its_steps_read_more_frames(carracing_data):
+    from dataclasses import replace
+
+    from envs.loop.run import _pre_encode
+    from worldsim.data.dataset import EpisodeDataset
+
+    dyn = _configs()[0]  # 2 clips of 4 frames a step
+    frames = EpisodeDataset(carracing_data).num_frames
+    few, many = replace(_loop(1), world_steps=1), replace(_loop(1), world_steps=frames // 8 + 1)
+    assert not _pre_encode(dyn, few, carracing_data)  # 8 frames read: encoding every frame first costs more
+    assert _pre_encode(dyn, many, carracing_data)
+    assert not _pre_encode(replace(dyn, pre_encode=False), many, carracing_data)  # the user's no stands
