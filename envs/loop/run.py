@@ -109,20 +109,20 @@ def _round_data_present(play: dict, data_dir: Path) -> bool:
     return False
 
 
-def _rebuilt_differently(cfg: LoopConfig, rounds: Rounds, k: int, play: dict, again: dict, data_dir: Path) -> None:
+def _rebuilt_differently(cfg: LoopConfig, rounds: Rounds, k: int, play: dict, again: dict, data_dir: Path) -> dict:
     """A finished round's episodes, replayed on a fresh machine, differ from the recorded ones (the VAE and the
     agent ran on another CPU kind or thread count, and a sampled action came out otherwise). ``loop.rebuild``
     ``exact``: the rebuilt shards are removed and the loop stops, saying so; ``keep``: they are kept as the
-    round's data, and ``round-k/rebuilt.json`` records which differ."""
+    round's data, and ``round-k/rebuilt.json`` records which differ -> that record."""
     differ = sorted(n for n in set(again["shards"]) | set(play["shards"])
                     if again["shards"].get(n) != play["shards"].get(n))
     if cfg.rebuild == "keep":
-        rounds.finish(k, "rebuilt", {"shards": again["shards"], "differ": differ, "frames": again["frames"],
-                                     "returns": again["returns"]})
+        record = rounds.finish(k, "rebuilt", {"shards": again["shards"], "differ": differ,
+                                              "frames": again["frames"], "returns": again["returns"]})
         print(f"round {k}: the rebuilt episodes differ from the recorded ones in {len(differ)} of "
               f"{len(play['shards'])} shards ({', '.join(differ)}); kept as this round's data (loop.rebuild=keep, "
               f"round-{k}/rebuilt.json)", flush=True)
-        return
+        return record
     for name in again["shards"]:
         (data_dir / name).unlink(missing_ok=True)
     raise ValueError(f"round {k}'s rebuilt episodes differ from the recorded ones in {len(differ)} of "
@@ -169,6 +169,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
 
         # (a) real play for data
         play = rounds.done(k, "play")
+        rebuilt = rounds.done(k, "rebuilt")  # an earlier rebuild kept with loop.rebuild=keep
         if play is None:
             t0 = time.perf_counter()
             if agent_file is None:
@@ -191,10 +192,9 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
             print(f"round {k}: rebuilding its {play['episodes']} real episodes into {data_dir} by replaying "
                   f"{play['agent_file']} on their seeds", flush=True)
             again = _play(play, folder, data_dir, k, loop_id_)
-            kept = rounds.done(k, "rebuilt")  # an earlier rebuild kept with loop.rebuild=keep
-            if again["shards"] != play["shards"] and not (kept and again["shards"] == kept["shards"]):
-                _rebuilt_differently(cfg, rounds, k, play, again, data_dir)
-        played += int((rounds.done(k, "rebuilt") or play)["frames"])
+            if again["shards"] != play["shards"] and not (rebuilt and again["shards"] == rebuilt["shards"]):
+                rebuilt = _rebuilt_differently(cfg, rounds, k, play, again, data_dir)
+        played += int((rebuilt or play)["frames"])  # the episodes data_dir holds
         seeds_used += len(play["seeds"])
         if budget.expired():
             raise BudgetReached("loop", f"round {k} after its real play")
