@@ -123,3 +123,35 @@ def test_the_world_fine_tune_encodes_the_whole_dataset_only_when_its_steps_read_
     assert not _pre_encode(dyn, few, carracing_data)  # 8 frames read: encoding every frame first costs more
     assert _pre_encode(dyn, many, carracing_data)
     assert not _pre_encode(replace(dyn, pre_encode=False), many, carracing_data)  # the user's no stands
+
+
+def test_the_heads_refit_trains_only_the_heads_of_the_fine_tuned_world_and_exports_over_it(
+        tiny_world, carracing_data, tmp_path):
+    from envs.loop.run import _refit_heads
+    from worldsim.training.budget import Budget
+    from worldsim.world import load_world
+
+    world = tmp_path / "round-1" / "tiny.safetensors"
+    world.parent.mkdir()
+    shutil.copy(tiny_world, world)
+    dyn, _, _ = _configs()
+    before = load_world(world)
+    steps = _refit_heads(_loop(1, head_steps=2, head_lr=1e-2), dyn, before, world, carracing_data,
+                         tmp_path / "round-1" / "heads", before.name, "cpu", Budget(), Budget())
+    after = load_world(world)
+    assert steps == 2 and after.meta["history"][-1]["train_only"] == "heads"
+    heads = {n for n, _ in after.dit.named_parameters()
+             if any(n.startswith(m) for m in ("reward_pool", "reward_head", "done_pool", "done_head"))}
+    old, new = dict(before.dit.named_parameters()), dict(after.dit.named_parameters())
+    assert heads and all(torch.equal(old[n], new[n]) for n in old if n not in heads)  # the frames are the same
+    assert any(not torch.equal(old[n], new[n]) for n in heads)
+    assert [torch.equal(a, b) for a, b in zip(before.vae.state_dict().values(), after.vae.state_dict().values(),
+                                              strict=True)] == [True] * len(before.vae.state_dict())
+
+
+def test_the_heads_share_counts_in_the_rounds_minutes():
+    from envs.loop.config import LoopConfig
+
+    LoopConfig(head_steps=0, world_share=0.5, agent_share=0.5, head_share=0.2).validate()  # no heads: not counted
+    with pytest.raises(ValueError, match="head_share"):
+        LoopConfig(head_steps=10, world_share=0.5, agent_share=0.4, head_share=0.2).validate()

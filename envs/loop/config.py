@@ -43,6 +43,15 @@ class LoopConfig:
     agent_data_weight: float = 4.0
     """``dynamics.train.agent_data_weight`` of the fine-tune: clips of the agent's episodes drawn this many times
     as often as the driver's."""
+    head_steps: int = 0
+    """After the fine-tune, this many steps that train only the reward and termination heads on the fine-tuned
+    (frozen) world, at ``head_lr`` with the agent's episodes drawn ``head_agent_weight`` times as often (0: none).
+    The heads are where an agent's world is most wrong (it pays for states the game punishes), and a few hundred
+    all-weight steps at ``world_lr`` hardly move them; the frames stay exactly the fine-tune's."""
+    head_lr: float = 1e-3
+    head_agent_weight: float = 8.0
+    head_share: float = 0.1
+    """The heads' share of the round's minutes (on top of ``world_share``; with ``head_steps`` above 0)."""
     agent_timesteps: int = 50_000
     """Agent decisions in the world per round (``agent.train`` settings otherwise)."""
     max_frames: int | None = None
@@ -70,5 +79,10 @@ class LoopConfig:
             raise ValueError(f"loop.explore is a probability, got {self.explore}")
         if self.round_minutes is not None and not self.round_minutes > 0:
             raise ValueError(f"loop.round_minutes must be above 0 (or null), got {self.round_minutes}")
-        if not (0 < self.world_share and 0 < self.agent_share and self.world_share + self.agent_share <= 1):
-            raise ValueError("loop.world_share and agent_share must be above 0 and add up to at most 1")
+        if self.head_steps < 0 or self.head_lr <= 0 or self.head_agent_weight < 0:
+            raise ValueError("loop.head_steps must be >= 0, head_lr above 0 and head_agent_weight >= 0")
+        heads = self.head_share if self.head_steps else 0.0
+        if not (0 < self.world_share and 0 < self.agent_share and (not self.head_steps or 0 < self.head_share)
+                and self.world_share + self.agent_share + heads <= 1):
+            raise ValueError("loop.world_share and agent_share (and head_share, with head_steps) must be above 0 and "
+                             "add up to at most 1")
