@@ -52,6 +52,7 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
     assert first["real_frames"] == EpisodeDataset(carracing_data).num_frames
     assert second["agent_decisions"] == 32  # round 2 continued round 1's agent (16 + 16 decisions)
     assert (run / "loop" / "loop.png").exists()
+    assert json.loads((run / "loop" / "round-2" / "score.json").read_text())["deterministic"] is True
     ds = EpisodeDataset(data)
     mine = [s for s in ds.shards if (s.source.get("provenance") or {}).get("loop_round") == 2]
     assert mine and sum(e["length"] for s in mine for e in s.episodes) == second["played_frames"]

@@ -251,10 +251,10 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
             ecfg = AgentEvalConfig(agent=agent_file, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
                                    baselines=["random", "driver"] if k == 1 else [],
                                    world_episodes=cfg.world_episodes, max_frames=cfg.max_frames,
-                                   out=str(rounds.dir(k) / "agent_eval"))
+                                   deterministic=cfg.score_deterministic, out=str(rounds.dir(k) / "agent_eval"))
             print(f"round {k}: scoring the agent on {cfg.eval_episodes} real episodes", flush=True)
             report = evaluate_agent(agent_file, ecfg, world_file, device)
-            e = {"real": _short(report["agent"]), "predicted": _short(report["agent"].get("predicted_in_world")),
+            e = {"real": _short(report["agent"]), "deterministic": cfg.score_deterministic, "predicted": _short(report["agent"].get("predicted_in_world")),
                  "baselines": {k2: _short(v) for k2, v in report["baselines"].items()},
                  "minutes": (time.perf_counter() - t0) / 60}
             rounds.finish(k, "score", e)
