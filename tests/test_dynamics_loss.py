@@ -2,6 +2,7 @@
 and termination trained on the frame it belongs to."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -175,3 +176,18 @@ def test_a_draft_model_learns_each_frame_from_its_previous_frames_draft():
     err = ((pred - frames)[:, 1:] ** 2).mean().item()
     copy_last = ((frames[:, :-1] - frames[:, 1:]) ** 2).mean().item()
     assert parts["flow"].item() < 0.3 * first and err < 0.3 * copy_last, (first, parts["flow"].item(), err, copy_last)
+
+
+def test_the_sign_reward_head_is_three_classes_fit_by_cross_entropy_and_pays_the_most_likely():
+    from worldsim.models.dit import DiTConfig
+    from worldsim.training.dynamics_trainer import head_losses
+
+    cfg = DiTConfig(reward_space="sign")
+    logits = torch.tensor([[[0.0, 5.0, 0.0], [4.0, 1.0, 0.0], [0.0, 1.0, 3.0]]])  # (B=1, T=3, 3)
+    assert cfg.reward(logits).tolist() == [[0.0, -1.0, 1.0]]
+    batch = {"rewards": torch.tensor([[0.0, -2.0, 0.5]]), "terminated": torch.zeros(1, 3)}
+    right, _ = head_losses(logits, torch.zeros(1, 3), batch, torch.ones(1, 3), "cpu", "sign")
+    wrong, _ = head_losses(logits.flip(-1), torch.zeros(1, 3), batch, torch.ones(1, 3), "cpu", "sign")
+    assert right < wrong
+    with pytest.raises(ValueError, match="sign"):
+        DiTConfig(reward_space="clipped").validate()

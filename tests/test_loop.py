@@ -137,8 +137,8 @@ def test_the_heads_refit_trains_only_the_heads_of_the_fine_tuned_world_and_expor
     shutil.copy(tiny_world, world)
     dyn, _, _ = _configs()
     before = load_world(world)
-    steps = _refit_heads(_loop(1, head_steps=2, head_lr=1e-2), dyn, before, world, carracing_data,
-                         tmp_path / "round-1" / "heads", before.name, "cpu", Budget(), Budget())
+    steps = _refit_heads(_loop(1, head_steps=2, head_lr=1e-2), dyn, world, carracing_data,
+                         tmp_path / "round-1" / "heads", "cpu", Budget(), Budget())
     after = load_world(world)
     assert steps == 2 and after.meta["history"][-1]["train_only"] == "heads"
     heads = {n for n, _ in after.dit.named_parameters()
@@ -156,3 +156,30 @@ def test_the_heads_share_counts_in_the_rounds_minutes():
     LoopConfig(head_steps=0, world_share=0.5, agent_share=0.5, head_share=0.2).validate()  # no heads: not counted
     with pytest.raises(ValueError, match="head_share"):
         LoopConfig(head_steps=10, world_share=0.5, agent_share=0.4, head_share=0.2).validate()
+
+
+def test_a_heads_refit_to_the_sign_reward_makes_a_world_that_pays_minus_one_zero_or_one(
+        tiny_world, carracing_data, tmp_path):
+    import numpy as np
+
+    from envs.loop.heads import main
+    from worldsim.engine.simulator import Simulator
+    from worldsim.world import load_world
+
+    out = tmp_path / "sign.safetensors"
+    args = [str(tiny_world), "--data", str(carracing_data), "--out", str(out), "--steps", "2", "--batch-size", "2",
+            "--clip-length", "4", "--heldout-every", "2", "--reward-space", "sign"]
+    assert main(args) == 0
+    world = load_world(out)
+    assert world.dit.cfg.reward_space == "sign" and world.dit.reward_head[-1].out_features == 3
+    old = load_world(tiny_world)
+    assert torch.equal(world.dit.patch_out.weight, old.dit.patch_out.weight)  # the frames are the same
+    from worldsim.data.dataset import EpisodeDataset
+
+    ds = EpisodeDataset(carracing_data)
+    clip = ds.read(ds.episodes()[0], 0, 2)
+    sim = Simulator(world.dit, world.vae, 2, world.sampler, world.latent_mean, world.latent_std, seed=0)
+    sim.prefill(np.stack([clip["frames"]] * 2), np.stack([clip["actions"]] * 2))
+    rewards = torch.cat([sim.step(torch.as_tensor(clip["actions"][:1]).repeat(2, 1))[1] for _ in range(3)])
+    assert set(rewards.tolist()) <= {-1.0, 0.0, 1.0} and rewards.shape == (6,)
+    assert main(args) == 2  # the file is there now: not replaced without --overwrite

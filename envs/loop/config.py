@@ -49,6 +49,9 @@ class LoopConfig:
     The heads are where an agent's world is most wrong (it pays for states the game punishes), and a few hundred
     all-weight steps at ``world_lr`` hardly move them; the frames stay exactly the fine-tune's."""
     head_lr: float = 1e-3
+    head_reward_space: str | None = None
+    """The reward space the heads refit switches the world to (``sign``: three classes, DIAMOND's reward for
+    Atari; worldsim/models/dit.py ``reward_space``); None keeps the world's."""
     head_agent_weight: float = 8.0
     head_share: float = 0.1
     """The heads' share of the round's minutes (on top of ``world_share``; with ``head_steps`` above 0)."""
@@ -83,6 +86,8 @@ class LoopConfig:
             raise ValueError(f"loop.explore is a probability, got {self.explore}")
         if self.round_minutes is not None and not self.round_minutes > 0:
             raise ValueError(f"loop.round_minutes must be above 0 (or null), got {self.round_minutes}")
+        if self.head_reward_space not in (None, "symlog", "raw", "sign"):
+            raise ValueError(f"loop.head_reward_space is symlog, raw, sign or null, got {self.head_reward_space!r}")
         if self.head_steps < 0 or self.head_lr <= 0 or self.head_agent_weight < 0:
             raise ValueError("loop.head_steps must be >= 0, head_lr above 0 and head_agent_weight >= 0")
         heads = self.head_share if self.head_steps else 0.0

@@ -33,6 +33,7 @@ from envs.agent.network import AgentConfig, load_agent
 from envs.agent.record import record_episodes
 from envs.agent.training import AgentTrainConfig, train_agent
 from envs.loop.config import LoopConfig
+from envs.loop.heads import refit_heads
 from envs.loop.play import play_for_data, shard_sums
 from worldsim.data.dataset import EpisodeDataset
 from worldsim.training.budget import Budget, BudgetReached
@@ -220,8 +221,8 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                 w = {"world_file": _rel(out, folder), "steps": load_world(out).meta.get("dynamics_step"),
                      "from": _rel(world_file, folder)}
                 if cfg.head_steps:
-                    w["head_steps"] = _refit_heads(cfg, dynamics_train, prev, out, data_dir, rounds.dir(k) / "heads",
-                                                   name, device, budget, _share(round_budget, cfg, cfg.head_share))
+                    w["head_steps"] = _refit_heads(cfg, dynamics_train, Path(out), data_dir, rounds.dir(k) / "heads",
+                                                   device, budget, _share(round_budget, cfg, cfg.head_share))
             w["minutes"] = (time.perf_counter() - t0) / 60
             rounds.finish(k, "world", w)
         world_file = str(_abs(w["world_file"], folder))
@@ -268,28 +269,24 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
     return json.loads((folder / "report.json").read_text())
 
 
-def _refit_heads(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, prev, world_out: Path, data_dir: Path,
-                 hdir: Path, name: str, device, process: Budget, share: Budget) -> int:
-    """The world phase's second step: the reward and termination heads of the fine-tuned world ``world_out``
-    trained on its frozen network (``loop.head_steps``), then exported over ``world_out`` -> the steps made.
-    The heads' run folder starts afresh whenever the fine-tune's export is newer than it (a fine-tune that was
-    resumed and exported again is refitted from its own export, not from an older one)."""
+def _refit_heads(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out: Path, data_dir: Path,
+                 hdir: Path, device, process: Budget, share: Budget) -> int:
+    """The world phase's second step (``loop.head_steps``): the heads of the fine-tuned world ``world_out`` trained
+    on its frozen network (envs/loop/heads.py) and exported over it -> the steps made. The heads' run folder starts
+    afresh whenever the fine-tune's export is newer than it (a fine-tune resumed and exported again is refitted
+    from its own export, not from an older one)."""
     state = hdir / "dynamics_state.safetensors"
     if state.exists() and state.stat().st_mtime < world_out.stat().st_mtime:
         for f in hdir.iterdir():
             if f.is_file():
                 f.unlink()
-    hcfg = replace(dynamics_train, steps=cfg.head_steps, lr=cfg.head_lr, warmup=min(cfg.world_warmup, cfg.head_steps),
-                   init_from=str(world_out), agent_data_weight=cfg.head_agent_weight, distill_guidance=0.0,
-                   ema_decay=cfg.world_ema_decay, pre_encode=False, train_only="heads",
-                   eval_every=min(dynamics_train.eval_every, cfg.head_steps))
-    print(f"round: refitting the reward and termination heads of {world_out} for {cfg.head_steps} steps "
-          f"(lr {cfg.head_lr}, agent episodes x{cfg.head_agent_weight})", flush=True)
-    _stage(process, train_dynamics, prev.dit.cfg, hcfg, prev.sampler, data_dir, hdir, torch.device(device), budget=share)
-    if not (hdir / "dynamics.safetensors").exists():
-        return 0  # its share ran out before the first checkpoint: the fine-tune's heads stay
-    out = export_world(ExportConfig(out=str(world_out), overwrite=True), data_dir, hdir, prev.sampler, name)
-    return int(load_world(out).meta.get("dynamics_step") or 0)
+    made = _stage(process, refit_heads, world_out, data_dir, hdir, world_out, dynamics_train, steps=cfg.head_steps,
+                  lr=cfg.head_lr, agent_weight=cfg.head_agent_weight, warmup=cfg.world_warmup,
+                  ema_decay=cfg.world_ema_decay, reward_space=cfg.head_reward_space, device=device, budget=share,
+                  overwrite=True)
+    if made is None:  # its share ran out: what it made was exported, if anything
+        made = int(load_world(world_out).meta.get("dynamics_step") or 0) if (hdir / "dynamics.safetensors").exists() else 0
+    return made
 
 
 def _pre_encode(dynamics_train: DynamicsTrainConfig, cfg: LoopConfig, data_dir: Path) -> bool:

@@ -170,6 +170,11 @@ def init_weights(dit: DiT, path) -> list[str]:
     meta, tensors = read_dynamics(path)
     if meta["action_space"] != dit.action_space:
         raise ValueError(f"{path} was trained on action space {meta['action_space']}, this data has {dit.action_space}")
+    # A reward head of another size (reward_space sign against symlog or raw): its last layer starts afresh.
+    own = dit.state_dict()
+    other = [k for k in own if k.startswith("reward_head.") and f"dit.{k}" in tensors
+             and tensors[f"dit.{k}"].shape != own[k].shape]
+    tensors = {k: v for k, v in tensors.items() if k[len("dit."):] not in other}
     return load_module(dit, tensors, "dit", path, allow_missing=True)
 
 
@@ -345,11 +350,15 @@ def _reward_space(net) -> str:
 
 
 def head_losses(reward, done, batch, w, device, space: str = "symlog") -> tuple[torch.Tensor, torch.Tensor]:
-    """Reward (MSE in ``space``: symlog or raw) and termination (BCE) losses of (B, T) predictions, weighted per
-    frame by w (B, T)."""
+    """Reward (MSE in ``space``: symlog or raw; ``sign``: cross-entropy of the (B, T, 3) logits against the reward's
+    sign) and termination (BCE) losses of (B, T) predictions, weighted per frame by w (B, T)."""
     denom = w.sum().clamp_min(1.0)
     target = batch["rewards"].to(device).float()
-    r_loss = ((reward.float() - (symlog(target) if space == "symlog" else target)) ** 2 * w).sum() / denom
+    if space == "sign":
+        cls = (torch.sign(target) + 1).long()
+        r_loss = (F.cross_entropy(reward.float().flatten(0, 1), cls.flatten(), reduction="none") * w.flatten()).sum() / denom
+    else:
+        r_loss = ((reward.float() - (symlog(target) if space == "symlog" else target)) ** 2 * w).sum() / denom
     d_loss = (F.binary_cross_entropy_with_logits(done.float(), batch["terminated"].to(device).float(), reduction="none") * w).sum() / denom
     return r_loss, d_loss
 

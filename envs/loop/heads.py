@@ -1,0 +1,99 @@
+"""Refit a world's reward and termination heads on its frozen network: the loop's second world step, and
+``python -m envs.loop.heads WORLD --data DATA_DIR --out OUT``.
+
+An agent trained in a world finds where the world pays for what the game punishes; that is the reward head
+(and the termination head), not the frames, and a few hundred steps of the whole network at a fine-tune's
+learning rate hardly move it. Here only the heads learn (``dynamics.train.train_only=heads``), at a higher
+rate, with the agent's real episodes (``agent_eval.record``, ``stage=loop``'s play) drawn more often; the
+frames the world generates stay exactly the same. ``--reward-space sign`` also switches the reward head to
+three classes (worldsim/models/dit.py: ``reward_space``); its last layer starts afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from worldsim.training.budget import UNLIMITED, Budget, BudgetReached
+from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
+from worldsim.training.export import ExportConfig, export_world
+from worldsim.world import load_world
+
+
+def refit_heads(world_file: str | Path, data_dir: str | Path, run_dir: str | Path, out: str | Path,
+                train: DynamicsTrainConfig, *, steps: int, lr: float = 1e-3, agent_weight: float = 8.0,
+                warmup: int = 20, ema_decay: float = 0.99, reward_space: str | None = None,
+                device: torch.device | str = "cpu", budget: Budget = UNLIMITED, overwrite: bool = False) -> int:
+    """Train the heads of ``world_file`` for ``steps`` steps in ``run_dir`` (resumed when it holds a state of the
+    same run) and export the world as ``out`` -> the steps made (0: the budget ran out before the first
+    checkpoint, and nothing is written). ``train``: batch, clip and loss settings (``dynamics.train``);
+    ``reward_space``: None keeps the world's. A stop by ``budget`` exports what was made and is re-raised."""
+    world_file, out = Path(world_file), Path(out)
+    prev = load_world(world_file)
+    model = prev.dit.cfg if reward_space is None else replace(prev.dit.cfg, reward_space=reward_space)
+    model.validate()
+    hcfg = replace(train, steps=steps, lr=lr, warmup=min(warmup, steps), init_from=str(world_file),
+                   agent_data_weight=agent_weight, distill_guidance=0.0, ema_decay=ema_decay, pre_encode=False,
+                   train_only="heads", eval_every=min(train.eval_every, steps))
+    print(f"refitting the reward and termination heads of {world_file} for {steps} steps (lr {lr}, agent "
+          f"episodes x{agent_weight}, reward space {model.reward_space})", flush=True)
+    stopped = None
+    try:
+        train_dynamics(model, hcfg, prev.sampler, data_dir, run_dir, torch.device(device), budget=budget)
+    except BudgetReached as e:
+        stopped = e
+    run_dir = Path(run_dir)
+    if (run_dir / "dynamics.safetensors").exists():
+        export_world(ExportConfig(out=str(out), overwrite=overwrite), data_dir, run_dir, prev.sampler, prev.name)
+    if stopped is not None:
+        raise stopped
+    return int(load_world(out).meta.get("dynamics_step") or 0) if out.exists() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m envs.loop.heads", description=__doc__.split("\n\n")[0])
+    ap.add_argument("world", help="the world file whose heads are refitted")
+    ap.add_argument("--data", required=True, help="its data folder, with the agent's recorded episodes")
+    ap.add_argument("--out", required=True, help="the new world file")
+    ap.add_argument("--run-dir", help="the refit's run folder (default: OUT without .safetensors, + '-heads')")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--agent-weight", type=float, default=8.0, help="agent episodes drawn this many times as often")
+    ap.add_argument("--reward-space", choices=("symlog", "raw", "sign"), help="default: the world's")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--clip-length", type=int, default=16)
+    ap.add_argument("--heldout-every", type=int, default=10, help="every n-th episode is held out (as in training)")
+    ap.add_argument("--minutes", type=float, help="wall-clock budget; at it the heads made so far are exported")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; give another --out or --overwrite", file=sys.stderr)
+        return 2
+    if args.steps < 1:
+        print("error: --steps must be at least 1", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.name.removesuffix(".safetensors") + "-heads")
+    budget = Budget(args.minutes) if args.minutes else UNLIMITED
+    try:
+        steps = refit_heads(args.world, args.data, run_dir, out, DynamicsTrainConfig(batch_size=args.batch_size, clip_length=args.clip_length,
+                                                                   heldout_every=args.heldout_every),
+                            steps=args.steps, lr=args.lr, agent_weight=args.agent_weight,
+                            reward_space=args.reward_space, budget=budget, overwrite=True)
+    except BudgetReached:
+        print(f"stopped at the budget; {'wrote ' + str(out) if out.exists() else 'nothing exported'}; the same "
+              "command with --overwrite continues from the run folder", file=sys.stderr)
+        return 0
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({steps} head steps; run folder {run_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
