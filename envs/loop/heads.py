@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from worldsim.locks import FolderInUse, lock_folder
 from worldsim.training.budget import UNLIMITED, Budget, BudgetReached
 from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
 from worldsim.training.export import ExportConfig, export_world
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.name.removesuffix(".safetensors") + "-heads")
     budget = Budget(args.minutes) if args.minutes else UNLIMITED
     try:
+        lock_folder(run_dir, "run folder")
         steps = refit_heads(args.world, args.data, run_dir, out, DynamicsTrainConfig(batch_size=args.batch_size, clip_length=args.clip_length,
                                                                    heldout_every=args.heldout_every),
                             steps=args.steps, lr=args.lr, agent_weight=args.agent_weight,
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped at the budget; {'wrote ' + str(out) if out.exists() else 'nothing exported'}; the same "
               "command with --overwrite continues from the run folder", file=sys.stderr)
         return 0
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, FolderInUse) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({steps} head steps; run folder {run_dir})")
