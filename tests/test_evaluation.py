@@ -101,3 +101,13 @@ def test_block_sums_correlate_what_an_agent_holding_actions_is_paid():
     late = np.roll(real, 1)  # each tile paid one frame late: per frame poorly correlated, per 4 frames mostly right
     assert np.corrcoef(late, real)[0, 1] < 0.3 and sum_correlation(late, real, 4) > 0.9
     assert sum_correlation(real, real, 4) == pytest.approx(1.0) and sum_correlation(real, np.zeros(12), 4) is None
+
+
+def test_a_reward_head_that_pays_the_same_on_every_frame_has_no_correlation_not_nan():
+    import numpy as np
+
+    from envs.evaluation.heads import _correlation
+
+    real = np.array([0.0, 1.0, 0.0, -1.0])
+    assert _correlation(np.zeros(4), real) is None  # a sign head that never fires
+    assert _correlation(real, real) == 1.0

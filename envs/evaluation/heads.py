@@ -41,6 +41,11 @@ def sum_correlation(pred: np.ndarray, real: np.ndarray, k: int) -> float | None:
     return float(np.corrcoef(p, r)[0, 1]) if len(r) > 1 and r.std() > 0 and p.std() > 0 else None
 
 
+def _correlation(pred: np.ndarray, real: np.ndarray) -> float | None:
+    """Pearson correlation, None where either side is constant (a sign head that pays 0 on every frame)."""
+    return float(np.corrcoef(pred, real)[0, 1]) if real.std() > 0 and pred.std() > 0 else None
+
+
 def reward_termination(world: World, episodes: list) -> dict[str, Any]:
     """The heads on whole real episodes, against their real rewards and terminations."""
     frames = np.concatenate([e.frames for e in episodes])
@@ -50,7 +55,7 @@ def reward_termination(world: World, episodes: list) -> dict[str, Any]:
     pred_r, pred_d = teacher_forced_heads(world, frames, actions)
     return {"reward_mae": float(np.abs(pred_r - rewards).mean()),
             "reward_mae_predict_mean": float(np.abs(rewards.mean() - rewards).mean()),
-            "reward_correlation": float(np.corrcoef(pred_r, rewards)[0, 1]) if rewards.std() > 0 else None,
+            "reward_correlation": _correlation(pred_r, rewards),
             # What an agent that holds each action for 4 frames is paid, and the whole run's return: the world's
             # sums against the real ones (a ratio under 1: imagined returns fall short of real ones).
             "reward_correlation_4_frames": sum_correlation(pred_r, rewards, 4),
@@ -73,5 +78,5 @@ def reward_on_traces(world: World, traces: list[dict]) -> dict[str, Any] | None:
         pred.append(p[1:])
         real.append(t["rewards"][1:].astype(np.float32))
     p, r = np.concatenate(pred), np.concatenate(real)
-    return {"episodes": len(traces), "frames": len(p), "per_frame_correlation": float(np.corrcoef(p, r)[0, 1]),
+    return {"episodes": len(traces), "frames": len(p), "per_frame_correlation": _correlation(p, r),
             "predicted_return": float(np.mean([x.sum() for x in pred])), "real_return": float(np.mean([x.sum() for x in real]))}
