@@ -64,8 +64,8 @@ class LoopConfig:
     eval_seed: int = 500_000_000
     score_deterministic: bool = True
     """Score with the agent's most likely action (``agent_eval.deterministic``); False samples from its policy as
-    it plays for data (a policy can score better sampled: Boxing's round-1 agent scored -32.7 on its held-out bouts with its
-    most likely action, -8.0 on its 12 data bouts sampled with 5% random actions)."""
+    it plays for data (a policy can score better sampled: Boxing's round-1 agent scored -32.7 on its held-out
+    bouts with its most likely action, -8.0 on its 12 data bouts sampled with 5% random actions)."""
     world_episodes: int = 8
     """Episodes of the agent in its world for the predicted return (0: none)."""
     rebuild: str = "exact"

@@ -78,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         print("error: --steps must be at least 1", file=sys.stderr)
         return 2
-    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.name.removesuffix(".safetensors") + "-heads")
+    stem = out.name.removesuffix(".safetensors")
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(stem + "-heads")
     budget = Budget(args.minutes) if args.minutes else UNLIMITED
     try:
         lock_folder(run_dir, "run folder")
-        steps = refit_heads(args.world, args.data, run_dir, out, DynamicsTrainConfig(batch_size=args.batch_size, clip_length=args.clip_length,
-                                                                   heldout_every=args.heldout_every),
+        train = DynamicsTrainConfig(batch_size=args.batch_size, clip_length=args.clip_length,
+                                    heldout_every=args.heldout_every)
+        steps = refit_heads(args.world, args.data, run_dir, out, train,
                             steps=args.steps, lr=args.lr, agent_weight=args.agent_weight,
                             reward_space=args.reward_space, budget=budget, overwrite=True)
     except BudgetReached:

@@ -255,7 +255,8 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                                    deterministic=cfg.score_deterministic, out=str(rounds.dir(k) / "agent_eval"))
             print(f"round {k}: scoring the agent on {cfg.eval_episodes} real episodes", flush=True)
             report = evaluate_agent(agent_file, ecfg, world_file, device)
-            e = {"real": _short(report["agent"]), "deterministic": cfg.score_deterministic, "predicted": _short(report["agent"].get("predicted_in_world")),
+            e = {"real": _short(report["agent"]), "deterministic": cfg.score_deterministic,
+                 "predicted": _short(report["agent"].get("predicted_in_world")),
                  "baselines": {k2: _short(v) for k2, v in report["baselines"].items()},
                  "minutes": (time.perf_counter() - t0) / 60}
             rounds.finish(k, "score", e)
@@ -285,7 +286,8 @@ def _refit_heads(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out
                   ema_decay=cfg.world_ema_decay, reward_space=cfg.head_reward_space, device=device, budget=share,
                   overwrite=True)
     if made is None:  # its share ran out: what it made was exported, if anything
-        made = int(load_world(world_out).meta.get("dynamics_step") or 0) if (hdir / "dynamics.safetensors").exists() else 0
+        exported = (hdir / "dynamics.safetensors").exists()
+        made = int(load_world(world_out).meta.get("dynamics_step") or 0) if exported else 0
     return made
 
 

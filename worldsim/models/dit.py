@@ -265,7 +265,8 @@ class DiT(nn.Module):
         for layer in (self.ada_out, self.patch_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.reward_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 3 if cfg.reward_space == "sign" else 1))
+        classes = 3 if cfg.reward_space == "sign" else 1  # sign: logits of -1, 0, +1
+        self.reward_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, classes))
         self.done_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
         pool = cfg.head_pool == "attention"
         self.reward_pool = AttentionPool(d, cfg.heads) if pool else None
