@@ -38,7 +38,7 @@ def sum_correlation(pred: np.ndarray, real: np.ndarray, k: int) -> float | None:
     """Correlation of sums over consecutive blocks of ``k`` frames (None when the real sums do not vary)."""
     n = len(real) // k * k
     p, r = pred[:n].reshape(-1, k).sum(1), real[:n].reshape(-1, k).sum(1)
-    return float(np.corrcoef(p, r)[0, 1]) if len(r) > 1 and r.std() > 0 and p.std() > 0 else None
+    return _correlation(p, r) if len(r) > 1 else None
 
 
 def _correlation(pred: np.ndarray, real: np.ndarray) -> float | None:
