@@ -83,6 +83,8 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
 
     kept = keep(run / "loop", tmp_path / "kept")  # what a session commits
     assert not [p for p in kept if "state" in p.name] and (tmp_path / "kept" / "round-2" / "tiny.safetensors").exists()
+    for src, name in (("agent/agent_log.jsonl", "agent_log.jsonl"), ("world/dynamics_log.jsonl", "dynamics_log.jsonl")):
+        assert (tmp_path / "kept" / "round-2" / name).read_bytes() == (run / "loop" / "round-2" / src).read_bytes()
     names = sorted(p.name for p in data.glob("*.safetensors"))
     shutil.rmtree(data)
     shutil.copytree(carracing_data, data)
@@ -110,6 +112,23 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
         (data / name).unlink()
     run_loop(_loop(2), **dict(args, run_dir=fresh))
     assert (tmp_path / "kept2" / "round-2" / "rebuilt.json") in keep(fresh / "loop", tmp_path / "kept2")
+
+
+def test_round_records_name_a_shipped_world_relative_to_the_project_and_find_it_from_anywhere(tmp_path, monkeypatch):
+    from envs.loop.run import _abs, _rel
+    from worldsim.shipped import checkpoints_dir
+
+    folder = tmp_path / "run" / "loop"
+    (folder / "round-1").mkdir(parents=True)
+    (folder / "round-1" / "w.safetensors").write_bytes(b"x")
+    shipped = next(checkpoints_dir().glob("*.safetensors"))
+    recorded = _rel(shipped, folder)  # the default world comes as the absolute path of this machine's clone
+    assert recorded == f"checkpoints/{shipped.name}"
+    assert _rel(folder / "round-1" / "w.safetensors", folder) == "round-1/w.safetensors"
+    assert _rel(tmp_path / "elsewhere.safetensors", folder) == str(tmp_path / "elsewhere.safetensors")
+    monkeypatch.chdir(tmp_path)  # a run started outside the project still finds both
+    assert _abs(recorded, folder).resolve() == shipped.resolve()
+    assert _abs("round-1/w.safetensors", folder) == folder / "round-1" / "w.safetensors"
 
 
 def test_the_world_fine_tune_encodes_the_whole_dataset_only_when_its_steps_read_more_frames(carracing_data):

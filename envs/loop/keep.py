@@ -2,8 +2,8 @@
 
 A session may end on a machine whose ``runs/`` and ``data/`` are gone by the next one. What a round needs to
 be continued and rebuilt elsewhere is small: each phase's record (``<phase>.json``), the round's world and
-agent files, its scoring report, and the loop's id and report. This copies exactly those (no trainer states,
-no data) from ``LOOP_DIR`` (``run_dir/loop``) into ``OUT`` (e.g. ``checkpoints/wip/boxing-loop``), checks each
+agent files, its scoring report, and the loop's id and report; its training logs come along (a few hundred KiB)
+so the curves stay with the files. This copies exactly those (no trainer states, no data) from ``LOOP_DIR`` (``run_dir/loop``) into ``OUT`` (e.g. ``checkpoints/wip/boxing-loop``), checks each
 copy against its source, and refuses files over the repository's 16 MiB limit. To continue elsewhere, copy
 ``OUT`` back to ``run_dir/loop`` and run the same ``stage=loop`` command: the rounds' episodes are rebuilt.
 """
@@ -19,11 +19,24 @@ from envs.loop.config import PHASES
 from worldsim.training.rounds import Rounds
 
 LIMIT = 16 * 2**20
+LOGS = {"agent/agent_log.jsonl": "agent_log.jsonl", "world/dynamics_log.jsonl": "dynamics_log.jsonl",
+        "heads/dynamics_log.jsonl": "heads_log.jsonl"}
+"""A round's training logs (agent, world fine-tune, heads refit) and the names they are kept under, flat in the
+round's folder beside its files (the run folder's own subfolders hold trainer states that are not kept)."""
+
+
+def round_logs(loop_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, kept name) of each finished round's training logs, both relative to ``loop_dir``."""
+    pairs = []
+    for k in Rounds(loop_dir).finished_rounds(PHASES):
+        d = Path(f"round-{k}")
+        pairs += [(d / src, d / dst) for src, dst in LOGS.items() if (loop_dir / d / src).exists()]
+    return pairs
 
 
 def round_files(loop_dir: Path) -> list[Path]:
     """The files of ``loop_dir`` to keep, relative to it: its id and report, and per finished round its
-    phase records (and ``rebuilt.json``), world and agent files and scoring report."""
+    phase records (and ``rebuilt.json``), world and agent files and scoring report (the logs: round_logs)."""
     keep = [Path(n) for n in ("loop.json", "report.json", "loop.png") if (loop_dir / n).exists()]
     for k in Rounds(loop_dir).finished_rounds(PHASES):
         d = Path(f"round-{k}")
@@ -43,16 +56,17 @@ def keep(loop_dir: str | Path, out: str | Path) -> list[Path]:
     files = round_files(loop_dir)
     if not files:
         raise ValueError(f"{loop_dir} holds no loop (no loop.json, report.json or finished round)")
-    big = [f for f in files if (loop_dir / f).stat().st_size > LIMIT]
+    pairs = [(f, f) for f in files] + round_logs(loop_dir)
+    big = [src for src, _ in pairs if (loop_dir / src).stat().st_size > LIMIT]
     if big:
         raise ValueError(f"{', '.join(map(str, big))} over {LIMIT // 2**20} MiB: not for the repository")
     written = []
-    for f in files:
+    for src, f in pairs:
         dst = out / f
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(loop_dir / f, tmp)
-        if not filecmp.cmp(loop_dir / f, tmp, shallow=False):
+        shutil.copyfile(loop_dir / src, tmp)
+        if not filecmp.cmp(loop_dir / src, tmp, shallow=False):
             tmp.unlink()
             raise OSError(f"{dst}: the copy does not read back as its source; nothing replaced")
         tmp.replace(dst)
@@ -64,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0].startswith("-"):
         print("usage: python -m envs.loop.keep LOOP_DIR OUT: copy a loop's finished rounds (records, world and "
-              "agent files, reports) to OUT, e.g. checkpoints/wip/boxing-loop", file=sys.stderr)
+              "agent files, reports, training logs) to OUT, e.g. checkpoints/wip/boxing-loop", file=sys.stderr)
         return 2
     try:
         written = keep(args[0], args[1])

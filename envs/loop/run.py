@@ -36,6 +36,7 @@ from envs.loop.config import LoopConfig
 from envs.loop.heads import refit_heads
 from envs.loop.play import play_for_data, shard_sums
 from worldsim.data.dataset import EpisodeDataset
+from worldsim.shipped import checkpoints_dir
 from worldsim.training.budget import Budget, BudgetReached
 from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
 from worldsim.training.export import ExportConfig, export_world
@@ -73,16 +74,28 @@ def data_frames(data_dir: Path, loop: str) -> int:
 
 
 def _rel(path: str | Path, folder: Path) -> str:
-    """A path inside the loop folder relative to it (the folder can move, e.g. committed and copied back)."""
-    try:
-        return str(Path(path).resolve().relative_to(folder.resolve()))
-    except ValueError:
-        return str(path)
+    """A path as the round records keep it: inside the loop folder relative to it (the folder can move, e.g.
+    committed and copied back), inside the project relative to the project (a shipped world, named by its
+    default, is not the absolute path of the machine that ran the round), else as given."""
+    resolved = Path(path).resolve()
+    for base in (folder.resolve(), checkpoints_dir().parent):
+        try:
+            return str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _abs(path: str, folder: Path) -> Path:
+    """A recorded path back: the loop folder's own, else as given where it exists (the working folder), else
+    the project's (a round recorded from the project root, run from elsewhere)."""
     p = Path(path)
-    return p if p.is_absolute() or not (folder / p).exists() else folder / p
+    if p.is_absolute():
+        return p
+    for candidate in (folder / p, p, checkpoints_dir().parent / p):
+        if candidate.exists():
+            return candidate
+    return p
 
 
 def _play(play: dict, folder: Path, data_dir: Path, k: int, loop_id: str) -> dict:
