@@ -3,9 +3,9 @@
 A session may end on a machine whose ``runs/`` and ``data/`` are gone by the next one. What a round needs to
 be continued and rebuilt elsewhere is small: each phase's record (``<phase>.json``), the round's world and
 agent files, its scoring report, and the loop's id and report; its training logs come along (a few hundred KiB)
-so the curves stay with the files. This copies exactly those (no trainer states, no data) from ``LOOP_DIR`` (``run_dir/loop``) into ``OUT`` (e.g. ``checkpoints/wip/boxing-loop``), checks each
-copy against its source, and refuses files over the repository's 16 MiB limit. To continue elsewhere, copy
-``OUT`` back to ``run_dir/loop`` and run the same ``stage=loop`` command: the rounds' episodes are rebuilt.
+so the curves stay with the files. This copies exactly those (no trainer states, no data) from ``LOOP_DIR``
+(``run_dir/loop``) into ``OUT`` (e.g. ``checkpoints/wip/boxing-loop``), checks each
+against its source, and refuses files over the repository's 16 MiB limit. To continue elsewhere, copy ``OUT`` back to ``run_dir/loop`` and run the same ``stage=loop`` command: the rounds' episodes are rebuilt.
 """
 
 from __future__ import annotations
@@ -25,19 +25,11 @@ LOGS = {"agent/agent_log.jsonl": "agent_log.jsonl", "world/dynamics_log.jsonl": 
 round's folder beside its files (the run folder's own subfolders hold trainer states that are not kept)."""
 
 
-def round_logs(loop_dir: Path) -> list[tuple[Path, Path]]:
-    """(source, kept name) of each finished round's training logs, both relative to ``loop_dir``."""
-    pairs = []
-    for k in Rounds(loop_dir).finished_rounds(PHASES):
-        d = Path(f"round-{k}")
-        pairs += [(d / src, d / dst) for src, dst in LOGS.items() if (loop_dir / d / src).exists()]
-    return pairs
-
-
-def round_files(loop_dir: Path) -> list[Path]:
-    """The files of ``loop_dir`` to keep, relative to it: its id and report, and per finished round its
-    phase records (and ``rebuilt.json``), world and agent files and scoring report (the logs: round_logs)."""
+def round_files(loop_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, kept name), both relative to ``loop_dir``, of what to keep: its id and report, and per finished
+    round its phase records (and ``rebuilt.json``), world and agent files, scoring report and training logs."""
     keep = [Path(n) for n in ("loop.json", "report.json", "loop.png") if (loop_dir / n).exists()]
+    logs = []
     for k in Rounds(loop_dir).finished_rounds(PHASES):
         d = Path(f"round-{k}")
         keep += [d / f"{p}.json" for p in PHASES]
@@ -47,16 +39,16 @@ def round_files(loop_dir: Path) -> list[Path]:
         report = d / "agent_eval" / "report.json"
         if (loop_dir / report).exists():
             keep.append(report)
-    return keep
+        logs += [(d / src, d / dst) for src, dst in LOGS.items() if (loop_dir / d / src).exists()]
+    return [(f, f) for f in keep] + logs
 
 
 def keep(loop_dir: str | Path, out: str | Path) -> list[Path]:
     """Copy :func:`round_files` from ``loop_dir`` to ``out`` -> the files written."""
     loop_dir, out = Path(loop_dir), Path(out)
-    files = round_files(loop_dir)
-    if not files:
+    pairs = round_files(loop_dir)
+    if not pairs:
         raise ValueError(f"{loop_dir} holds no loop (no loop.json, report.json or finished round)")
-    pairs = [(f, f) for f in files] + round_logs(loop_dir)
     big = [src for src, _ in pairs if (loop_dir / src).stat().st_size > LIMIT]
     if big:
         raise ValueError(f"{', '.join(map(str, big))} over {LIMIT // 2**20} MiB: not for the repository")
