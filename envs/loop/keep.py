@@ -5,7 +5,8 @@ be continued and rebuilt elsewhere is small: each phase's record (``<phase>.json
 agent files, its scoring report, and the loop's id and report; its training logs come along (a few hundred KiB)
 so the curves stay with the files. This copies exactly those (no trainer states, no data) from ``LOOP_DIR``
 (``run_dir/loop``) into ``OUT`` (e.g. ``checkpoints/wip/boxing-loop``), checks each
-against its source, and refuses files over the repository's 16 MiB limit. To continue elsewhere, copy ``OUT`` back to ``run_dir/loop`` and run the same ``stage=loop`` command: the rounds' episodes are rebuilt.
+against its source, and refuses files over the repository's 16 MiB limit. To continue elsewhere, copy ``OUT``
+back to ``run_dir/loop`` and run the same ``stage=loop`` command: the rounds' episodes are rebuilt.
 """
 
 from __future__ import annotations
