@@ -57,6 +57,19 @@ def test_clips_are_contiguous_and_never_span_episodes(tmp_path):
         ClipDataset(data, 20, split="all")
 
 
+def test_terminal_weights_pick_the_clip_that_ends_on_a_termination(tmp_path):
+    ended, cut = episode(0, 6), episode(1, 7)
+    cut.terminated[:] = False  # truncated by a time limit: no terminal frame
+    cut.truncated[-1] = True
+    write_shard(tmp_path / "a.safetensors", [ended, cut], SOURCE)
+    clips = ClipDataset(EpisodeDataset(tmp_path), 4, split="all")
+    w = clips.terminal_weights(30.0)
+    heavy = [clips.items[i] for i in range(len(clips)) if w[i] == 30.0]
+    assert [(ref.index, start) for ref, start in heavy] == [(0, 2)]  # the last clip of the ended episode only
+    assert (w == 1.0).sum() == len(clips) - 1
+    assert bool(clips[clips.items.index(heavy[0])]["terminated"][-1])
+
+
 def test_heldout_split_is_disjoint_and_stable(tmp_path):
     write_shard(tmp_path / "a.safetensors", [episode(i, 4) for i in range(20)], SOURCE)
     data = EpisodeDataset(tmp_path)

@@ -43,6 +43,11 @@ class LoopConfig:
     agent_data_weight: float = 4.0
     """``dynamics.train.agent_data_weight`` of the fine-tune: clips of the agent's episodes drawn this many times
     as often as the driver's."""
+    terminal_weight: float = 50.0
+    """``dynamics.train.terminal_weight`` of the fine-tune (and the heads' refit): the clip that ends on an
+    episode's terminal frame drawn this many times as often. The agent's episodes are where the game ends early
+    (the car leaves the map: -100), a few dozen clips among ~100k; CarRacing's done head, fine-tuned without this,
+    logged a termination loss of 0.0 (it never saw one)."""
     head_steps: int = 0
     """After the fine-tune, this many steps that train only the reward and termination heads on the fine-tuned
     (frozen) world, at ``head_lr`` with the agent's episodes drawn ``head_agent_weight`` times as often (0: none).
@@ -88,6 +93,8 @@ class LoopConfig:
             raise ValueError(f"loop.round_minutes must be above 0 (or null), got {self.round_minutes}")
         if self.head_reward_space not in (None, "symlog", "raw", "sign"):
             raise ValueError(f"loop.head_reward_space is symlog, raw, sign or null, got {self.head_reward_space!r}")
+        if not self.terminal_weight > 0:
+            raise ValueError(f"loop.terminal_weight must be above 0 (1: clips alike), got {self.terminal_weight}")
         if self.head_steps < 0 or self.head_lr <= 0 or self.head_agent_weight < 0:
             raise ValueError("loop.head_steps must be >= 0, head_lr above 0 and head_agent_weight >= 0")
         heads = self.head_share if self.head_steps else 0.0

@@ -223,6 +223,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                 prev = load_world(world_file)
                 tcfg = replace(dynamics_train, steps=cfg.world_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
                                init_from=world_file, agent_data_weight=cfg.agent_data_weight, distill_guidance=0.0,
+                               terminal_weight=cfg.terminal_weight,
                                ema_decay=cfg.world_ema_decay, pre_encode=_pre_encode(dynamics_train, cfg, data_dir),
                                train_only="all", eval_every=min(dynamics_train.eval_every, cfg.world_steps))
                 wdir = rounds.dir(k) / "world"
@@ -232,9 +233,11 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                 out = export_world(ExportConfig(out=str(rounds.dir(k) / f"{name}.safetensors"), overwrite=True),
                                    data_dir, wdir, prev.sampler, name)
                 w = {"world_file": _rel(out, folder), "steps": load_world(out).meta.get("dynamics_step"),
-                     "from": _rel(world_file, folder)}
+                     "from": _rel(world_file, folder), "agent_data_weight": cfg.agent_data_weight,
+                     "terminal_weight": cfg.terminal_weight}
                 if cfg.head_steps:
-                    w["head_steps"] = _refit_heads(cfg, dynamics_train, Path(out), data_dir, rounds.dir(k) / "heads",
+                    heads_train = replace(dynamics_train, terminal_weight=cfg.terminal_weight)
+                    w["head_steps"] = _refit_heads(cfg, heads_train, Path(out), data_dir, rounds.dir(k) / "heads",
                                                    device, budget, _share(round_budget, cfg, cfg.head_share))
             w["minutes"] = (time.perf_counter() - t0) / 60
             rounds.finish(k, "world", w)

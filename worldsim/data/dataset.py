@@ -168,6 +168,22 @@ class ClipDataset(Dataset):
         per_shard = [float(weights.get(str(sh.source.get("policy")), 1.0)) for sh in self.data.shards]
         return torch.tensor([per_shard[ref.shard] for ref, _ in self.items], dtype=torch.float64)
 
+    def terminal_weights(self, weight: float) -> torch.Tensor:
+        """(len,) float64: the clips that hold their episode's terminal frame (``terminated`` on its last step:
+        the car left the map, the bout was decided) weigh ``weight``, every other clip 1. An episode has one
+        such clip among hundreds, so a termination head sees next to none without this."""
+        ends: dict[int, bool] = {}
+        out = torch.ones(len(self.items), dtype=torch.float64)
+        for i, (ref, start) in enumerate(self.items):
+            if start + self.length != ref.length:
+                continue
+            if ref.index not in ends:
+                last = self.data.read(ref, ref.length - 1, ref.length, ("terminated",))["terminated"]
+                ends[ref.index] = bool(last[-1])
+            if ends[ref.index]:
+                out[i] = weight
+        return out
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ref, start = self.items[i]
         arrays = self.data.read(ref, start, start + self.length, self.fields)

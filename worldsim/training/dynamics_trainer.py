@@ -95,6 +95,9 @@ class DynamicsTrainConfig:
     """Clips of episodes an agent played in the real game (``agent_eval.record``, ``stage=loop``: the states
     the agent reaches, where the world was wrong) are drawn this many times as often as other clips (1: every
     clip alike)."""
+    terminal_weight: float = 1.0
+    """The clip that ends on an episode's terminal frame is drawn this many times as often as other clips (with
+    ``agent_data_weight`` multiplied in): the termination head's only positive examples, one per ended episode."""
     seed: int = 0
     """Seed of initialisation, levels and data order."""
     init_from: str | None = None
@@ -264,7 +267,12 @@ def train_dynamics(
     gen = torch.Generator()  # reseeded every step by the loop
     if cfg.agent_data_weight < 0:
         raise ValueError(f"dynamics.train.agent_data_weight must be >= 0, got {cfg.agent_data_weight}")
+    if cfg.terminal_weight <= 0:
+        raise ValueError(f"dynamics.train.terminal_weight must be above 0, got {cfg.terminal_weight}")
     weights = None if cfg.agent_data_weight == 1.0 else train.policy_weights({"agent": cfg.agent_data_weight})
+    if cfg.terminal_weight != 1.0:
+        ends = train.terminal_weights(cfg.terminal_weight)
+        weights = ends if weights is None else weights * ends
     loader = DataLoader(train, batch_sampler=StepBatches(len(train), cfg.batch_size, cfg.seed, step, ranks.rank,
                                                          weights), num_workers=cfg.loader_workers)
 
