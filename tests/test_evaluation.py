@@ -111,3 +111,30 @@ def test_a_reward_head_that_pays_the_same_on_every_frame_has_no_correlation_not_
     real = np.array([0.0, 1.0, 0.0, -1.0])
     assert _correlation(np.zeros(4), real) is None  # a sign head that never fires
     assert _correlation(real, real) == 1.0
+
+
+def test_heads_cli_scores_the_episodes_that_ended(tiny_world, tmp_path, capsys):
+    """``python -m envs.evaluation.heads``: the worlds' heads on exactly the episodes that ended by termination;
+    a folder without one is refused with what to record."""
+    from envs.evaluation.heads import main
+    from worldsim.data.episodes import Episode, write_shard
+
+    rng = np.random.default_rng(1)
+
+    def episode(n, ended):
+        term, trunc = np.zeros(n, bool), np.zeros(n, bool)
+        (term if ended else trunc)[-1] = True
+        return Episode(frames=rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), actions=rng.integers(0, 5, n),
+                       rewards=rng.normal(size=n).astype(np.float32), terminated=term, truncated=trunc, info={})
+
+    source = {"env_id": "CarRacing-v3", "frame_size": 64, "fps": 50, "action_space": {"type": "Discrete", "n": 5}}
+    write_shard(tmp_path / "a.safetensors", [episode(9, False), episode(7, True)], source)
+    main([str(tmp_path), str(tiny_world), str(tiny_world)])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and lines[0] == lines[1]  # one line a world, deterministic
+    assert lines[0]["episodes"] == 1 and lines[0]["termination_frames"] == 1
+    assert 0 <= lines[0]["termination_prob_at_terminal"] <= 1
+    (tmp_path / "a.safetensors").unlink()
+    write_shard(tmp_path / "b.safetensors", [episode(8, False)], source)
+    with pytest.raises(SystemExit, match="no episode ended by termination"):
+        main([str(tmp_path), str(tiny_world)])

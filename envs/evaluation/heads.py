@@ -80,3 +80,47 @@ def reward_on_traces(world: World, traces: list[dict]) -> dict[str, Any] | None:
     p, r = np.concatenate(pred), np.concatenate(real)
     return {"episodes": len(traces), "frames": len(p), "per_frame_correlation": _correlation(p, r),
             "predicted_return": float(np.mean([x.sum() for x in pred])), "real_return": float(np.mean([x.sum() for x in real]))}
+
+
+def ended_episodes(data_dir, limit: int | None = None) -> list:
+    """The episodes of a data folder that ended by termination (``terminated`` on their last frame: the car left
+    the map, the bout was decided), in folder order, at most ``limit``."""
+    from worldsim.data.dataset import EpisodeDataset
+
+    data = EpisodeDataset(data_dir, allow_mixed=True)
+    out = []
+    for i, ref in enumerate(data.refs):
+        if limit is not None and len(out) >= limit:
+            break
+        if bool(data.read(ref, ref.length - 1, ref.length, ("terminated",))["terminated"][-1]):
+            out.append(data.episode(i))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m envs.evaluation.heads DATA WORLD [WORLD ...]``: each world's reward and termination heads on the
+    episodes of DATA that ended by termination, one JSON line a world. Does the world know where the game ends
+    and what it pays there? (An agent trained in a world that never ends an episode learns nothing of it.)"""
+    import argparse
+    import json
+
+    from worldsim.world import load_world
+
+    ap = argparse.ArgumentParser(prog="python -m envs.evaluation.heads", description=main.__doc__)
+    ap.add_argument("data", help="a data folder (stage=collect, agent_eval.record, the loop's rounds)")
+    ap.add_argument("worlds", nargs="+", help="world files")
+    ap.add_argument("--episodes", type=int, default=8, help="at most this many ended episodes (default 8)")
+    args = ap.parse_args(argv)
+    if args.episodes < 1:
+        ap.error(f"--episodes must be >= 1, got {args.episodes}")
+    episodes = ended_episodes(args.data, args.episodes)
+    if not episodes:
+        raise SystemExit(f"{args.data}: no episode ended by termination (only time limits); record episodes that "
+                         "end early, e.g. an agent's with agent_eval.record")
+    for w in args.worlds:
+        print(json.dumps({"world": w, "episodes": len(episodes), **reward_termination(load_world(w), episodes)}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
