@@ -75,7 +75,8 @@ def _summary(returns: list[float], **extra) -> dict[str, Any]:
 def compare_labels(files: list[str]) -> list[str]:
     """The report's key of each compared agent: its file name, or the path as given where two compared files share a
     name (round folders all hold ``<world>-agent.safetensors``) or a name is a baseline's; each result is kept."""
-    twice = sorted({str(f) for f in files if list(map(str, files)).count(str(f)) > 1})
+    names = [str(f) for f in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"agent_eval.compare names {', '.join(twice)} more than once; name each agent file once")
     stems = [Path(f).stem for f in files]
@@ -209,7 +210,7 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     repeat = agent.cfg.action_repeat
     rng = np.random.default_rng(cfg.seed)
     # Every target checked before the first episode is played: nothing found wrong after minutes of play.
-    compare_labels(cfg.compare)  # a file named twice is refused before anything is played
+    labels = compare_labels(cfg.compare)  # a file named twice is refused before anything is played
     others = [(other, load_agent(other, device)) for other in cfg.compare]
     others = [(other, a, _world_for(a, None, device)[0]) for other, a in others]
     if cfg.record:
@@ -244,7 +245,7 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
                                                  cfg.max_frames, repeat, observe=False, label="random")[0])
     if "driver" in cfg.baselines and has_driver(str(world.source.get("kind")), str(world.source.get("env_id", ""))):
         baselines["driver"] = _summary(play_driver(world, seeds, cfg.max_frames, label="driver"), privileged=True)
-    for (other, a, w2), label in zip(others, compare_labels(cfg.compare), strict=True):
+    for (other, a, w2), label in zip(others, labels, strict=True):
         baselines[label] = _summary(play_real(agent_policy(a), w2, a.cfg, seeds, cfg.max_frames,
                                               a.cfg.action_repeat, label=label)[0],
                                     file=str(other), decisions=a.meta.get("decisions"),

@@ -88,13 +88,8 @@ def ended_episodes(data_dir, limit: int | None = None) -> list:
     from worldsim.data.dataset import EpisodeDataset
 
     data = EpisodeDataset(data_dir, allow_mixed=True)
-    out = []
-    for i, ref in enumerate(data.refs):
-        if limit is not None and len(out) >= limit:
-            break
-        if bool(data.read(ref, ref.length - 1, ref.length, ("terminated",))["terminated"][-1]):
-            out.append(data.episode(i))
-    return out
+    ended = [i for i, ref in enumerate(data.refs) if data.ended(ref)]
+    return [data.episode(i) for i in ended[:limit]]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -126,6 +126,11 @@ class EpisodeDataset:
         kw = {} if fields is None else {"fields": fields}
         return self.shards[ref.shard].read(ref.j, start, stop, **kw)
 
+    def ended(self, ref: EpisodeRef) -> bool:
+        """Whether the episode ended by termination (``terminated`` on its last frame: the car left the map, the
+        bout was decided), not by a time limit; reads that one flag."""
+        return bool(self.read(ref, ref.length - 1, ref.length, ("terminated",))["terminated"][-1])
+
 
 class ClipDataset(Dataset):
     """Contiguous clips of ``length`` steps; a clip never spans two episodes.
@@ -172,15 +177,9 @@ class ClipDataset(Dataset):
         """(len,) float64: the clips that hold their episode's terminal frame (``terminated`` on its last step:
         the car left the map, the bout was decided) weigh ``weight``, every other clip 1. An episode has one
         such clip among hundreds, so a termination head sees next to none without this."""
-        ends: dict[int, bool] = {}
         out = torch.ones(len(self.items), dtype=torch.float64)
         for i, (ref, start) in enumerate(self.items):
-            if start + self.length != ref.length:
-                continue
-            if ref.index not in ends:
-                last = self.data.read(ref, ref.length - 1, ref.length, ("terminated",))["terminated"]
-                ends[ref.index] = bool(last[-1])
-            if ends[ref.index]:
+            if start + self.length == ref.length and self.data.ended(ref):  # an episode's last clip
                 out[i] = weight
         return out
 
