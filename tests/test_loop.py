@@ -31,7 +31,7 @@ def _loop(rounds, **kw):
 
 @pytest.mark.slow
 def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_the_same_data(
-        tiny_world, carracing_data, tmp_path):
+        tiny_world, carracing_data, tmp_path, capsys):
     from envs.loop.run import run_loop
     from worldsim.data.dataset import EpisodeDataset
     from worldsim.training.budget import Budget, BudgetReached
@@ -53,6 +53,9 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
     assert second["agent_decisions"] == 32  # round 2 continued round 1's agent (16 + 16 decisions)
     assert (run / "loop" / "loop.png").exists()
     assert json.loads((run / "loop" / "round-2" / "score.json").read_text())["deterministic"] is True
+    capsys.readouterr()
+    assert run_loop(_loop(2), **args)["rounds"] == report["rounds"]  # finished: nothing runs again
+    assert capsys.readouterr().out.count("round | real frames") == 1  # the table once, not once a round
     ds = EpisodeDataset(data)
     mine = [s for s in ds.shards if (s.source.get("provenance") or {}).get("loop_round") == 2]
     assert mine and sum(e["length"] for s in mine for e in s.episodes) == second["played_frames"]

@@ -263,6 +263,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
 
         # (d) scored in the real game
         e = rounds.done(k, "score")
+        scored_now = e is None
         if e is None:
             t0 = time.perf_counter()
             ecfg = AgentEvalConfig(agent=agent_file, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
@@ -280,7 +281,9 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                      "real_return": e["real"], "predicted_return": e["predicted"], "world_file": world_file,
                      "world_steps": w.get("steps", 0), "agent_file": agent_file, "agent_decisions": a["decisions"],
                      "minutes": round(sum(float(x.get("minutes", 0)) for x in (play, w, a, e)), 2)})
-        write_report(folder, name, base_frames, rows, rounds.done(1, "score")["baselines"], cfg.baseline)
+        # A resumed loop shows the table once: after the last finished round, not after each one it passes.
+        if scored_now or k == cfg.rounds or rounds.done(k + 1, "score") is None:
+            write_report(folder, name, base_frames, rows, rounds.done(1, "score")["baselines"], cfg.baseline)
         if budget.expired() and k < cfg.rounds:
             raise BudgetReached("loop", f"the end of round {k} of {cfg.rounds}")
     return json.loads((folder / "report.json").read_text())
