@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,6 +116,22 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
         (data / name).unlink()
     run_loop(_loop(2), **dict(args, run_dir=fresh))
     assert (tmp_path / "kept2" / "round-2" / "rebuilt.json") in keep(fresh / "loop", tmp_path / "kept2")
+
+
+def test_a_loop_keeps_the_agent_it_started_from_so_a_file_written_over_later_changes_nothing(tmp_path):
+    from envs.loop.keep import round_files
+    from envs.loop.run import start_agent
+
+    shipped, folder = tmp_path / "agent.safetensors", tmp_path / "run" / "loop"
+    shipped.write_bytes(b"round 0")
+    kept = start_agent(shipped, folder, started=False)
+    assert kept == str(folder / "round-0" / "agent.safetensors") and Path(kept).read_bytes() == b"round 0"
+    shipped.write_bytes(b"a newer agent shipped under the same name")
+    assert start_agent(shipped, folder, started=True) == kept and Path(kept).read_bytes() == b"round 0"
+    (folder / "loop.json").write_text("{}")
+    assert (Path("round-0/agent.safetensors"),) * 2 in round_files(folder)  # committed with the rounds
+    older = tmp_path / "older" / "loop"  # a loop started before copies were kept goes on as it began
+    assert start_agent(shipped, older, started=True) == str(shipped) and not (older / "round-0").exists()
 
 
 def test_round_records_name_a_shipped_world_relative_to_the_project_and_find_it_from_anywhere(tmp_path, monkeypatch):

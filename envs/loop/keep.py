@@ -27,9 +27,12 @@ round's folder beside its files (the run folder's own subfolders hold trainer st
 
 
 def round_files(loop_dir: Path) -> list[tuple[Path, Path]]:
-    """(source, kept name), both relative to ``loop_dir``, of what to keep: its id and report, and per finished
-    round its phase records (and ``rebuilt.json``), world and agent files, scoring report and training logs."""
+    """(source, kept name), both relative to ``loop_dir``, of what to keep: its id and report, the agent it started
+    from (``round-0/``), and per finished round its phase records (and ``rebuilt.json``), world and agent files,
+    scoring report and training logs."""
     keep = [Path(n) for n in ("loop.json", "report.json", "loop.png") if (loop_dir / n).exists()]
+    # The agent round 1 started from, as the loop keeps it (envs/loop/run.py, start_agent): round 1 is rebuilt by it.
+    keep += sorted(p.relative_to(loop_dir) for p in (loop_dir / "round-0").glob("*.safetensors"))
     logs = []
     for k in Rounds(loop_dir).finished_rounds(PHASES):
         d = Path(f"round-{k}")

@@ -21,6 +21,7 @@ data; the scoring episodes are not counted, as in the Atari 100k protocol, and a
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -160,6 +161,24 @@ def loop_id(folder: Path) -> str:
     return ident
 
 
+def start_agent(agent_file: str | Path, folder: Path, started: bool) -> str:
+    """The agent round 1 starts from, kept in the loop folder as ``round-0/<its name>`` when the loop starts, so
+    that the records name that copy: the folder then holds every agent that played for its data, and a file later
+    written over the one ``loop.agent`` named (a newer agent shipped under the same name) changes nothing in this
+    loop. A loop that had started holds its copy already (that one is used, whatever ``loop.agent`` names now),
+    or, started before copies were kept, goes on with ``loop.agent`` as given. -> the agent file to use."""
+    kept = folder / "round-0" / Path(agent_file).name
+    if kept.exists():
+        return str(kept)
+    if started:
+        return str(agent_file)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tmp = kept.with_name(f".{kept.name}.tmp")
+    shutil.copyfile(agent_file, tmp)
+    tmp.replace(kept)
+    return str(kept)
+
+
 def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, run_dir: str | Path,
              dynamics_train: DynamicsTrainConfig, agent_net: AgentConfig, agent_train: AgentTrainConfig,
              device: torch.device | str = "cpu", budget: Budget | None = None, name: str | None = None) -> dict:
@@ -173,6 +192,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
     agent_file = cfg.agent
     if agent_file is not None:
         agent_net = load_agent(agent_file).cfg  # the network it has; later rounds continue it
+        agent_file = start_agent(agent_file, folder, started=rounds.done(1, "play") is not None)
     name = name or load_world(world_file).name
     loop_id_ = loop_id(folder)
     base_frames = data_frames(data_dir, loop_id_)
