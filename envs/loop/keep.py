@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from envs.loop.config import PHASES
+from worldsim.integrity import atomic_path, publish
 from worldsim.training.rounds import Rounds
 
 LIMIT = 16 * 2**20
@@ -60,12 +61,12 @@ def keep(loop_dir: str | Path, out: str | Path) -> list[Path]:
     for src, f in pairs:
         dst = out / f
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp = atomic_path(dst)
         shutil.copyfile(loop_dir / src, tmp)
         if not filecmp.cmp(loop_dir / src, tmp, shallow=False):
             tmp.unlink()
             raise OSError(f"{dst}: the copy does not read back as its source; nothing replaced")
-        tmp.replace(dst)
+        publish(tmp, dst)
         written.append(dst)
     return written
 

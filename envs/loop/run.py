@@ -37,6 +37,7 @@ from envs.loop.config import LoopConfig
 from envs.loop.heads import refit_heads
 from envs.loop.play import play_for_data, shard_sums
 from worldsim.data.dataset import EpisodeDataset
+from worldsim.integrity import atomic_path, publish
 from worldsim.shipped import checkpoints_dir
 from worldsim.training.budget import Budget, BudgetReached
 from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
@@ -173,9 +174,9 @@ def start_agent(agent_file: str | Path, folder: Path, started: bool) -> str:
     if started:
         return str(agent_file)
     kept.parent.mkdir(parents=True, exist_ok=True)
-    tmp = kept.with_name(f".{kept.name}.tmp")
+    tmp = atomic_path(kept)
     shutil.copyfile(agent_file, tmp)
-    tmp.replace(kept)
+    publish(tmp, kept)
     return str(kept)
 
 
