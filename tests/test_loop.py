@@ -118,6 +118,56 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
     assert (tmp_path / "kept2" / "round-2" / "rebuilt.json") in keep(fresh / "loop", tmp_path / "kept2")
 
 
+@pytest.mark.slow
+def test_a_round_agent_that_drives_worse_on_the_selection_tracks_gives_way_to_the_one_it_started_from(
+        tiny_world, carracing_data, tmp_path, monkeypatch):
+    import envs.loop.run as loop_run
+    from envs.loop.keep import round_files
+    from envs.loop.select import selection_returns
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(carracing_data, data)
+    dyn, net, agent = _configs()
+    played = []
+
+    def round_two_loses(agent_file, *args, **kw):  # the real selection episodes, round 2's agent marked down
+        got = selection_returns(agent_file, *args, **kw)
+        played.append(Path(agent_file).parent.name)
+        return dict(got, mean=got["mean"] - 1e6) if Path(agent_file).parent.name == "round-2" else got
+
+    monkeypatch.setattr(loop_run, "selection_returns", round_two_loses)
+    report = loop_run.run_loop(_loop(3, world_from="start", select_episodes=2), world_file=tiny_world, data_dir=data,
+                               run_dir=run, dynamics_train=dyn, agent_net=net, agent_train=agent)
+    first, second, third = report["rounds"]
+    folder = run / "loop"
+    assert "selection" not in first  # round 1 trained from scratch: nothing to compare it with
+    sel2 = json.loads((folder / "round-2" / "select.json").read_text())
+    assert sel2["kept"] == "round-1/tiny-agent.safetensors" and sel2["new"] == "round-2/tiny-agent.safetensors"
+    assert second["agent_file"] == str(folder / "round-1" / "tiny-agent.safetensors")  # scored: the one kept
+    assert 0 < sel2["frames"] <= 2 * 2 * 11  # two agents, two episodes of at most 10 steps (11 frames)
+    assert second["real_frames"] == first["real_frames"] + second["played_frames"] + sel2["frames"]
+    # Round 3 plays and trains on from the agent kept, and reads its selection returns instead of playing again.
+    assert json.loads((folder / "round-3" / "play.json").read_text())["agent_file"] == sel2["kept"]
+    assert json.loads((folder / "round-3" / "agent.json").read_text())["from"] == sel2["kept"]
+    assert played == ["round-1", "round-2", "round-3"]
+    sel3 = json.loads((folder / "round-3" / "select.json").read_text())
+    assert sel3["kept"] == "round-3/tiny-agent.safetensors" and third["selection"]["kept"] == sel3["kept"]
+    assert third["real_frames"] == second["real_frames"] + third["played_frames"] + sel3["frames"]
+    # loop.world_from=start: each round's world is one fine-tune from the first world, not from the last round's.
+    for k in (2, 3):
+        assert json.loads((folder / f"round-{k}" / "world.json").read_text())["from"] == str(tiny_world)
+    assert (Path("round-2/select.json"),) * 2 in round_files(folder)  # committed with the rounds
+
+
+def test_loop_settings_for_the_start_world_and_the_selection_are_checked():
+    from envs.loop.config import LoopConfig
+
+    with pytest.raises(ValueError, match="world_from"):
+        LoopConfig(world_from="first").validate()
+    with pytest.raises(ValueError, match="select_episodes"):
+        LoopConfig(select_episodes=-1).validate()
+
+
 def test_a_loop_keeps_the_agent_it_started_from_so_a_file_written_over_later_changes_nothing(tmp_path):
     from envs.loop.keep import round_files
     from envs.loop.run import start_agent

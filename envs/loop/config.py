@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PHASES = ("play", "world", "agent", "score")
-"""A round's phases, in order; each leaves ``<phase>.json`` when finished (worldsim/training/rounds.py)."""
+"""A round's phases, in order; each leaves ``<phase>.json`` when finished (worldsim/training/rounds.py). With
+``select_episodes`` a ``select`` phase runs between agent and score (``select.json``)."""
 
 
 @dataclass
@@ -33,6 +34,11 @@ class LoopConfig:
     """Chance per decision of a uniformly random action while playing for data."""
     sample: bool = True
     """Sample the agent's actions from its policy while playing for data (False: its most likely action)."""
+    world_from: str = "previous"
+    """Where each round's world fine-tune starts: ``previous`` (the last round's world: the fine-tunes accumulate)
+    or ``start`` (the world the loop started from, every round: one fine-tune away from it on all the data so far,
+    so that no round inherits an earlier round's drift; CarRacing's round-4 world, four fine-tunes on, had an
+    inverse-dynamics ratio of 0.68 against its start's 0.96)."""
     world_steps: int = 400
     """Optimiser steps of the world's fine-tune per round (``dynamics.train`` settings otherwise)."""
     world_lr: float = 1e-4
@@ -63,6 +69,11 @@ class LoopConfig:
     """The heads' share of the round's minutes (on top of ``world_share``; with ``head_steps`` above 0)."""
     agent_timesteps: int = 50_000
     """Agent decisions in the world per round (``agent.train`` settings otherwise)."""
+    select_episodes: int = 0
+    """After the agent phase, the new agent and the one the round started from drive this many real episodes (seeds
+    from ``select_seed``, the same every round) and the better goes on: scored, and playing and training on next
+    round (envs/loop/select.py). Their frames count as real frames used. 0: the new agent always goes on."""
+    select_seed: int = 300_000_000
     max_frames: int | None = None
     """Frames per real episode, played for data and scored (None: the game's own limit)."""
     eval_episodes: int = 20
@@ -86,6 +97,10 @@ class LoopConfig:
             raise ValueError(f"loop.rounds, play_frames, world_steps and agent_timesteps must be >= 1, got {self}")
         if self.eval_episodes < 1 or self.world_episodes < 0:
             raise ValueError("loop.eval_episodes must be >= 1 and loop.world_episodes >= 0")
+        if self.world_from not in ("previous", "start"):
+            raise ValueError(f"loop.world_from is previous or start, got {self.world_from!r}")
+        if self.select_episodes < 0:
+            raise ValueError(f"loop.select_episodes must be >= 0 (0: no selection), got {self.select_episodes}")
         if self.rebuild not in ("exact", "keep"):
             raise ValueError(f"loop.rebuild is exact or keep, got {self.rebuild!r}")
         if not 0 <= self.explore <= 1:

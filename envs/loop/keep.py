@@ -38,8 +38,9 @@ def round_files(loop_dir: Path) -> list[tuple[Path, Path]]:
     for k in Rounds(loop_dir).finished_rounds(PHASES):
         d = Path(f"round-{k}")
         keep += [d / f"{p}.json" for p in PHASES]
-        if (loop_dir / d / "rebuilt.json").exists():  # its episodes as rebuilt elsewhere (loop.rebuild=keep)
-            keep.append(d / "rebuilt.json")
+        for extra in ("rebuilt.json", "select.json"):  # rebuilt elsewhere (loop.rebuild=keep); loop.select_episodes
+            if (loop_dir / d / extra).exists():
+                keep.append(d / extra)
         keep += sorted(p.relative_to(loop_dir) for p in (loop_dir / d).glob("*.safetensors"))
         report = d / "agent_eval" / "report.json"
         if (loop_dir / report).exists():

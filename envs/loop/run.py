@@ -4,10 +4,13 @@ Round k, in ``run_dir/loop/round-k/``:
   (a) ``play``   the current agent plays the real game for ``loop.play_frames`` frames (sampled actions and a
                  little exploration, on seeds of their own); its episodes join ``data_dir`` as shards tagged
                  with the round (:mod:`envs.loop.play`). Round 1 without a starting agent plays nothing.
-  (b) ``world``  the world is fine-tuned from the previous round's on all the data, the agent's episodes drawn
-                 ``loop.agent_data_weight`` times as often; exported as ``round-k/<world>.safetensors``.
+  (b) ``world``  the world is fine-tuned from the previous round's (``loop.world_from=start``: from the loop's
+                 first world) on all the data, the agent's episodes drawn ``loop.agent_data_weight`` times as
+                 often; exported as ``round-k/<world>.safetensors``.
   (c) ``agent``  the agent continues training in that world (``agent.train.init_from`` the previous agent);
-                 ``round-k/<world>-agent.safetensors``.
+                 ``round-k/<world>-agent.safetensors``. With ``loop.select_episodes``, ``select`` then lets it go
+                 on only where it drives the real game at least as well as the agent it started from
+                 (envs/loop/select.py).
   (d) ``score``  the agent drives the real game on held-out seeds (``stage=agent_eval``), next to what its
                  world predicts for it.
 Each finished phase leaves ``<phase>.json`` (worldsim/training/rounds.py); a stopped round continues at its
@@ -36,6 +39,7 @@ from envs.agent.training import AgentTrainConfig, train_agent
 from envs.loop.config import LoopConfig
 from envs.loop.heads import refit_heads
 from envs.loop.play import play_for_data, shard_sums
+from envs.loop.select import choose, known_returns, selection_returns
 from worldsim.data.dataset import EpisodeDataset
 from worldsim.integrity import atomic_path, publish
 from worldsim.shipped import checkpoints_dir
@@ -190,6 +194,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
     data_dir, folder = Path(data_dir), Path(run_dir) / "loop"
     rounds = Rounds(folder)
     world_file = str(world_file)
+    start_world = world_file  # loop.world_from=start: every round's fine-tune starts here
     agent_file = cfg.agent
     if agent_file is not None:
         agent_net = load_agent(agent_file).cfg  # the network it has; later rounds continue it
@@ -241,20 +246,21 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
             if not play["frames"]:
                 w = {"world_file": _rel(world_file, folder), "skipped": "no new data", "steps": 0}
             else:
-                prev = load_world(world_file)
+                base = world_file if cfg.world_from == "previous" else start_world
+                prev = load_world(base)
                 tcfg = replace(dynamics_train, steps=cfg.world_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
-                               init_from=world_file, agent_data_weight=cfg.agent_data_weight, distill_guidance=0.0,
+                               init_from=base, agent_data_weight=cfg.agent_data_weight, distill_guidance=0.0,
                                terminal_weight=cfg.terminal_weight,
                                ema_decay=cfg.world_ema_decay, pre_encode=_pre_encode(dynamics_train, cfg, data_dir),
                                train_only="all", eval_every=min(dynamics_train.eval_every, cfg.world_steps))
                 wdir = rounds.dir(k) / "world"
-                print(f"round {k}: fine-tuning the world {world_file} for {cfg.world_steps} steps", flush=True)
+                print(f"round {k}: fine-tuning the world {base} for {cfg.world_steps} steps", flush=True)
                 _stage(budget, train_dynamics, prev.dit.cfg, tcfg, prev.sampler, data_dir, wdir, torch.device(device),
                        budget=_share(round_budget, cfg, cfg.world_share))
                 out = export_world(ExportConfig(out=str(rounds.dir(k) / f"{name}.safetensors"), overwrite=True),
                                    data_dir, wdir, prev.sampler, name)
                 w = {"world_file": _rel(out, folder), "steps": load_world(out).meta.get("dynamics_step"),
-                     "from": _rel(world_file, folder), "agent_data_weight": cfg.agent_data_weight,
+                     "from": _rel(base, folder), "agent_data_weight": cfg.agent_data_weight,
                      "terminal_weight": cfg.terminal_weight}
                 if cfg.head_steps:
                     heads_train = replace(dynamics_train, terminal_weight=cfg.terminal_weight)
@@ -280,7 +286,8 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                  "from": None if agent_file is None else _rel(agent_file, folder),
                  "minutes": (time.perf_counter() - t0) / 60}
             rounds.finish(k, "agent", a)
-        agent_file = str(_abs(a["agent_file"], folder))
+        agent_file, sel = _select(cfg, rounds, k, folder, a, world_file, device)
+        played += int(sel["frames"]) if sel else 0
 
         # (d) scored in the real game
         e = rounds.done(k, "score")
@@ -298,16 +305,52 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                  "baselines": {k2: _short(v) for k2, v in report["baselines"].items()},
                  "minutes": (time.perf_counter() - t0) / 60}
             rounds.finish(k, "score", e)
+        decisions = a["decisions"] if agent_file == str(_abs(a["agent_file"], folder)) else \
+            load_agent(agent_file).meta.get("decisions")
         rows.append({"round": k, "real_frames": base_frames + played, "played_frames": int(play["frames"]),
                      "real_return": e["real"], "predicted_return": e["predicted"], "world_file": world_file,
-                     "world_steps": w.get("steps", 0), "agent_file": agent_file, "agent_decisions": a["decisions"],
-                     "minutes": round(sum(float(x.get("minutes", 0)) for x in (play, w, a, e)), 2)})
+                     "world_steps": w.get("steps", 0), "agent_file": agent_file, "agent_decisions": decisions,
+                     "minutes": round(sum(float(x.get("minutes", 0)) for x in (play, w, a, sel or {}, e)), 2)})
+        if sel:
+            rows[-1]["selection"] = {"frames": sel["frames"], "kept": sel["kept"], "new_agent": sel["new"],
+                                     **{name: sel["candidates"][sel[name]]["mean"] for name in ("new", "start")}}
         # A resumed loop shows the table once: after the last finished round, not after each one it passes.
         if scored_now or k == cfg.rounds or rounds.done(k + 1, "score") is None:
             write_report(folder, name, base_frames, rows, rounds.done(1, "score")["baselines"], cfg.baseline)
         if budget.expired() and k < cfg.rounds:
             raise BudgetReached("loop", f"the end of round {k} of {cfg.rounds}")
     return json.loads((folder / "report.json").read_text())
+
+
+def _select(cfg: LoopConfig, rounds: Rounds, k: int, folder: Path, a: dict, world_file: str, device) -> tuple[str, dict | None]:
+    """Phase (c'), ``loop.select_episodes``: the round's new agent and the agent it started from on the selection
+    seeds, each played once (an agent already played there is read from the last round's record); the better goes
+    on -> (the agent that goes on, the ``select.json`` record, or None without a selection)."""
+    new = a["agent_file"]
+    if not cfg.select_episodes or a.get("from") is None:  # off, or round 1 trained from scratch: nothing to compare
+        return str(_abs(new, folder)), None
+    s = rounds.done(k, "select")
+    if s is None:
+        t0 = time.perf_counter()
+        seeds = [cfg.select_seed + i for i in range(cfg.select_episodes)]
+        earlier = rounds.done(k - 1, "select") if k > 1 else None
+        if earlier and earlier.get("max_frames") != cfg.max_frames:
+            earlier = None
+        candidates, frames = {}, 0
+        for who in (a["from"], new):
+            got = known_returns(earlier, who, seeds)
+            if got is None:
+                print(f"round {k}: selection, {who} on {len(seeds)} real episodes (seeds from {seeds[0]})", flush=True)
+                got = selection_returns(_abs(who, folder), world_file, seeds, cfg.max_frames, device)
+                frames += got["frames"]
+            candidates[who] = got
+        kept = choose(candidates, new, a["from"])
+        s = {"seeds": seeds, "max_frames": cfg.max_frames, "candidates": candidates, "new": new, "start": a["from"],
+             "kept": kept, "frames": frames, "minutes": (time.perf_counter() - t0) / 60}
+        print(f"round {k}: selection {candidates[new]['mean']:.1f} (new) against {candidates[a['from']]['mean']:.1f} "
+              f"(its start): {'the new agent' if kept == new else 'the start agent'} goes on", flush=True)
+        rounds.finish(k, "select", s)
+    return str(_abs(s["kept"], folder)), s
 
 
 def _refit_heads(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out: Path, data_dir: Path,
@@ -414,5 +457,7 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         real, pred = r["real_return"], r["predicted_return"]
         p = f"{pred['mean']:.1f} ± {pred['std']:.1f}" if pred else "-"
-        print(f"{r['round']} | {r['real_frames']} | {real['mean']:.1f} ± {real['std']:.1f} ({real['episodes']}) | {p} | "
-              f"{r['minutes']:.1f}", flush=True)
+        sel = r.get("selection")
+        kept = " (the start agent kept)" if sel and sel["kept"] != sel["new_agent"] else ""
+        print(f"{r['round']} | {r['real_frames']} | {real['mean']:.1f} ± {real['std']:.1f} ({real['episodes']}){kept} | "
+              f"{p} | {r['minutes']:.1f}", flush=True)
