@@ -24,7 +24,7 @@ from worldsim.models.dit import DiT, DiTConfig
 from worldsim.models.vae import load_vae, save_vae
 from worldsim.training.budget import UNLIMITED, Budget
 from worldsim.training.ema import EMA
-from worldsim.training.guidance_distill import distill_loss
+from worldsim.training.guidance_distill import distill_loss, draft_distill_loss
 from worldsim.training.history import HISTORY, RunHistory, history_of
 from worldsim.training.loop import Ranks, StepBatches, autocast_dtype, run_training
 from worldsim.training.state import load_state, save_state
@@ -108,7 +108,8 @@ class DynamicsTrainConfig:
     distill_guidance: float = 0.0
     """Guidance distillation (worldsim/training/guidance_distill.py): above 0, the model learns to predict
     with the action what the ``init_from`` model predicts under action guidance at this scale, so the
-    world keeps that key response at sampler guidance 1. Needs ``init_from``."""
+    world keeps that key response at sampler guidance 1. Needs ``init_from`` (of the same architecture and commit
+    mode: a ``commit=draft`` world distils from a draft world, on the draft layout)."""
     distill_branches: int = 8
     """Guidance distillation: next-frame branches per clip (the clip's last frames)."""
     distill_start_prob: float = 0.5
@@ -253,9 +254,6 @@ def train_dynamics(
     amp = autocast_dtype(device, cfg.precision)
     teacher = None
     if cfg.distill_guidance > 0:
-        if model_cfg.commit == "draft":
-            raise ValueError("guidance distillation trains the two-call sampler; a commit=draft model trains on data "
-                             "(leave dynamics.train.distill_guidance at 0)")
         if not cfg.init_from:
             raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from: the model whose guided "
                              "predictions are distilled (a dynamics checkpoint or a world file)")
@@ -376,8 +374,11 @@ def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, am
     z0 = latents_of(batch, encode, device)
     null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
     null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
-    guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
-                                              sampler.start_level, gen, amp)
+    if getattr(dit, "module", dit).cfg.commit == "draft":
+        guided, reward, done = draft_distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg, gen, amp)
+    else:
+        guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
+                                            sampler.start_level, gen, amp)
     r_loss, d_loss = head_losses(reward, done, batch, torch.ones_like(reward, dtype=torch.float32), device,
                                  _reward_space(dit))
     loss = guided + cfg.reward_weight * r_loss + cfg.done_weight * d_loss

@@ -13,6 +13,12 @@ the engine's step does. The teacher predicts every branch with its action and wi
 one pass (2n branches); the student, with the action, learns the guided velocity. The clip's own frames
 train the reward and termination heads as usual; their velocity (at context levels, where it is mostly
 the unguessable noise, and unused by the sampler) is left out of the loss.
+
+A one-call world (``commit=draft``) is distilled the same way on its own layout (:func:`draft_distill_loss`):
+every frame's input is its previous frame noised to the draft level, and the engine's guided step reads the
+frames before it (with their actions, as the cache holds them) and the frame itself once with its action and
+once without; the student learns that guided velocity with the action, so the world follows its keys in its
+one call a frame.
 """
 
 from __future__ import annotations
@@ -70,3 +76,24 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
                               torch.cat([null, torch.zeros(b, n, dtype=torch.bool, device=dev)], 1),
                               frames=frames, branch=torch.arange(t + n, device=dev) >= t)
     return F.mse_loss(v[:, t:].float(), target), reward[:, :t], done[:, :t]
+
+
+def draft_distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg,
+                       gen: torch.Generator, amp=None):
+    """Guidance distillation of a ``commit=draft`` world: z0 (B, T, C, h, w) clean latents of a clip, actions
+    (B, T[, ...]), null (B, T) (a reset frame's) -> (guided-velocity loss on the last ``cfg.distill_branches``
+    frames, the student's reward (B, T) and termination logit (B, T) on the clip). The clip is laid out as the
+    draft world trains and plays: frame i's input is frame i-1 noised to ``draft_level`` (frame 0: itself)."""
+    b, t = z0.shape[:2]
+    dev = z0.device
+    level = getattr(dit, "module", dit).cfg.draft_level  # DistributedDataParallel wraps the model
+    n = min(cfg.distill_branches, t - 1)
+    levels = torch.full((b, t), level, device=dev)
+    x = add_noise(torch.cat([z0[:, :1], z0[:, :-1]], 1), levels, torch.randn(z0.shape, generator=gen).to(dev))
+    idx = torch.arange(t - n, t, device=dev)
+    clip = {"x": x, "levels": levels, "actions": actions, "null": null}
+    branches = {"x": x[:, idx], "levels": levels[:, idx], "actions": actions[:, idx], "frames": idx}
+    target = guided_targets(teacher, clip, branches, cfg.distill_guidance, amp)
+    with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+        v, reward, done = dit(x, levels, actions, null)
+    return F.mse_loss(v[:, idx].float(), target), reward, done
