@@ -81,17 +81,20 @@ def bench_real_env(source: dict, steps: int = 300) -> float:
         env.close()
 
 
-def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters: int, sync_n: int = 16) -> dict[str, float]:
-    """World-steps/s of the vector env at each N, and a SyncVectorEnv of ``sync_n`` single envs for comparison."""
+def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters: int, sync_n: int = 16,
+                 compile: bool = False) -> dict[str, float]:
+    """World-steps/s of the vector env at each N, and a SyncVectorEnv of ``sync_n`` single envs for comparison;
+    ``compile``: also with latent observations through ``torch.compile`` (warmed up past its compilation)."""
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the ids)
     out: dict[str, float] = {}
 
-    def rate(env, n: int, k: int) -> float:
+    def rate(env, n: int, k: int, warm: int = 1) -> float:
         env.reset(seed=0)
         act = np.zeros(n, dtype=np.int64)
-        env.step(act)
+        for _ in range(warm):
+            env.step(act)
         t = time.perf_counter()
         for _ in range(k):
             env.step(act)
@@ -104,11 +107,14 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
     trained, skip = world.dit.cfg.window, int(source_value(world.source, "frame_skip"))
     variants = {"": {}, "latents_": {"observation": "latents"},
                 "float32_trained_window_": {"dtype": "float32", "window": trained}}
+    if compile:
+        variants["compiled_latents_"] = {"observation": "latents", "compile": True}
     for n in sizes:
         for name, kwargs in variants.items():
             env = gym.make_vec("worldsim/World-v0", num_envs=n, vectorization_mode="vector_entry_point",
                                checkpoint=str(world_path), device=str(device), max_episode_steps=10**9, **kwargs)
-            out[f"{name}world_steps_per_s_N{n}"] = rate(env, n, max(2, iters // max(1, n // 16)))
+            out[f"{name}world_steps_per_s_N{n}"] = rate(env, n, max(2, iters // max(1, n // 16)),
+                                                        warm=5 if kwargs.get("compile") else 1)
             env.close()
         out[f"peak_rss_mib_after_N{n}"] = peak_rss_mib()
         if device.type == "cuda":
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--frames", type=int, default=5000, help="rollout length for the late-frame timing")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the world's)")
     p.add_argument("--guidance", type=float, default=None, help="action guidance scale (default: the world's; not 1 adds a network call)")
-    p.add_argument("--compile", action="store_true", help="interactive: also time the torch.compile'd step")
+    p.add_argument("--compile", action="store_true", help="interactive and vector: also time the torch.compile'd step")
     p.add_argument("--sizes", default="1,16,256,1024", help="vector env sizes N")
     p.add_argument("--dit", default="", help="DiT config overrides as key=value pairs, e.g. dim=256,depth=8")
     p.add_argument("--smoke", action="store_true", help="tiny configs and a few iterations: checks the benchmark runs")
@@ -201,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "engine" in sections:
         result["engine"] = bench_engine(dit_cfg, long=frames, iters=max(5, iters // 5))
     if "vector" in sections:
-        result["vector"] = bench_vector(world_path, device, sizes, max(2, iters // 10), sync_n=4 if args.smoke else 16)
+        result["vector"] = bench_vector(world_path, device, sizes, max(2, iters // 10), sync_n=4 if args.smoke else 16,
+                                        compile=args.compile)
     if "train" in sections:
         result["train"] = bench_train(dit_cfg, vae_cfg, device, max(2, iters // 20), *((2, 4) if args.smoke else (8, 16)))
     if "load" in sections:

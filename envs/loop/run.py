@@ -313,7 +313,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                      "minutes": round(sum(float(x.get("minutes", 0)) for x in (play, w, a, sel or {}, e)), 2)})
         if sel:
             rows[-1]["selection"] = {"frames": sel["frames"], "kept": sel["kept"], "new_agent": sel["new"],
-                                     **{name: sel["candidates"][sel[name]]["mean"] for name in ("new", "start")}}
+                                     **{who: sel["candidates"][sel[who]]["mean"] for who in ("new", "start")}}
         # A resumed loop shows the table once: after the last finished round, not after each one it passes.
         if scored_now or k == cfg.rounds or rounds.done(k + 1, "score") is None:
             write_report(folder, name, base_frames, rows, rounds.done(1, "score")["baselines"], cfg.baseline)
