@@ -23,6 +23,14 @@ def _configs():
     return dyn, net, agent
 
 
+def _loop_args(tiny_world, carracing_data, tmp_path) -> dict:
+    """run_loop's inputs: the tiny world, a copy of the small CarRacing data, a run folder, tiny trainers."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(carracing_data, data)
+    dyn, net, agent = _configs()
+    return dict(world_file=tiny_world, data_dir=data, run_dir=run, dynamics_train=dyn, agent_net=net, agent_train=agent)
+
+
 def _loop(rounds, **kw):
     from envs.loop.config import LoopConfig
 
@@ -38,11 +46,8 @@ def test_two_rounds_feed_the_agents_real_episodes_to_the_world_and_resume_with_t
     from worldsim.training.budget import Budget, BudgetReached
     from worldsim.world import load_world
 
-    data, run = tmp_path / "data", tmp_path / "run"
-    shutil.copytree(carracing_data, data)
-    dyn, net, agent = _configs()
-    args = dict(world_file=tiny_world, data_dir=data, run_dir=run, dynamics_train=dyn, agent_net=net,
-                agent_train=agent)
+    args = _loop_args(tiny_world, carracing_data, tmp_path)
+    data, run = args["data_dir"], args["run_dir"]
     with pytest.raises(BudgetReached):  # a spent budget stops the loop at its first check, saved
         run_loop(_loop(2), budget=Budget(deadline=0.0), **args)
     report = run_loop(_loop(2), **args)  # the same call continues
@@ -125,9 +130,6 @@ def test_a_round_agent_that_drives_worse_on_the_selection_tracks_gives_way_to_th
     from envs.loop.keep import round_files
     from envs.loop.select import selection_returns
 
-    data, run = tmp_path / "data", tmp_path / "run"
-    shutil.copytree(carracing_data, data)
-    dyn, net, agent = _configs()
     played = []
 
     def round_two_loses(agent_file, *args, **kw):  # the real selection episodes, round 2's agent marked down
@@ -136,10 +138,10 @@ def test_a_round_agent_that_drives_worse_on_the_selection_tracks_gives_way_to_th
         return dict(got, mean=got["mean"] - 1e6) if Path(agent_file).parent.name == "round-2" else got
 
     monkeypatch.setattr(loop_run, "selection_returns", round_two_loses)
-    report = loop_run.run_loop(_loop(3, world_from="start", select_episodes=2), world_file=tiny_world, data_dir=data,
-                               run_dir=run, dynamics_train=dyn, agent_net=net, agent_train=agent)
+    args = _loop_args(tiny_world, carracing_data, tmp_path)
+    report = loop_run.run_loop(_loop(3, world_from="start", select_episodes=2), **args)
     first, second, third = report["rounds"]
-    folder = run / "loop"
+    folder = args["run_dir"] / "loop"
     assert "selection" not in first  # round 1 trained from scratch: nothing to compare it with
     sel2 = json.loads((folder / "round-2" / "select.json").read_text())
     assert sel2["kept"] == "round-1/tiny-agent.safetensors" and sel2["new"] == "round-2/tiny-agent.safetensors"
