@@ -26,6 +26,13 @@ def add_noise(x0: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> to
     return (1 - s) * x0 + s * noise
 
 
+def draft_inputs(z0: torch.Tensor, level: float, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``commit=draft`` layout of a clip: each frame's input is its previous frame noised to ``level`` (the
+    first frame: itself). z0, noise (B, T, C, h, w) -> (inputs of z0's shape, levels (B, T))."""
+    levels = torch.full(z0.shape[:2], level, device=z0.device)
+    return add_noise(torch.cat([z0[:, :1], z0[:, :-1]], 1), levels, noise), levels
+
+
 def velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The regression target: d x_s / d s = noise - x0."""
     return noise - x0

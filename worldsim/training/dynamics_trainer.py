@@ -15,7 +15,7 @@ from worldsim.checkpoint import CheckpointError, load_module, read_checkpoint, s
 from worldsim.config import to_dict
 from worldsim.data.dataset import ClipDataset, EpisodeDataset
 from worldsim.data.latents import LatentStore, ensure_latents, vae_file_id
-from worldsim.diffusion.flow import add_noise, sample_levels, velocity
+from worldsim.diffusion.flow import add_noise, draft_inputs, sample_levels, velocity
 from worldsim.engine.latent_space import LatentEncoder
 from worldsim.engine.sampler import SamplerConfig
 from worldsim.engine.simulator import Simulator
@@ -337,8 +337,7 @@ def draft_clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     noise = torch.randn(z0.shape, generator=gen).to(device)
     null = (torch.rand(b, t, generator=gen) < cfg.null_action_prob).to(device)
     null[:, 0] |= batch["start"].to(device) == 0  # nothing led to a reset frame
-    levels = torch.full((b, t), level, device=device)
-    x = add_noise(torch.cat([z0[:, :1], z0[:, :-1]], 1), levels, noise)
+    x, levels = draft_inputs(z0, level, noise)
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(x, levels, actions, null)
     err = (v.float() - (x - z0) / level)[:, 1:] ** 2  # the first frame has no previous one to draft from

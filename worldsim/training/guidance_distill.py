@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from worldsim.diffusion.flow import add_noise, sample_levels
+from worldsim.diffusion.flow import add_noise, draft_inputs, sample_levels
 from worldsim.models.dit import DiT
 
 
@@ -88,8 +88,7 @@ def draft_distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.
     dev = z0.device
     level = getattr(dit, "module", dit).cfg.draft_level  # DistributedDataParallel wraps the model
     n = min(cfg.distill_branches, t - 1)
-    levels = torch.full((b, t), level, device=dev)
-    x = add_noise(torch.cat([z0[:, :1], z0[:, :-1]], 1), levels, torch.randn(z0.shape, generator=gen).to(dev))
+    x, levels = draft_inputs(z0, level, torch.randn(z0.shape, generator=gen).to(dev))
     idx = torch.arange(t - n, t, device=dev)
     clip = {"x": x, "levels": levels, "actions": actions, "null": null}
     branches = {"x": x[:, idx], "levels": levels[:, idx], "actions": actions[:, idx], "frames": idx}
