@@ -17,6 +17,8 @@ Stages (each resumes where a previous run of it stopped):
   video    export one dataset episode as an mp4 (video.episode=N)
   agent    PPO trains an agent inside a world only (agent.world=PATH, default: the shipped world):
            run_dir/agent/<world>-agent.safetensors (pip install -e ".[rl]")
+  imitate  an agent fit to the data's driver (behaviour cloning) through the world's VAE:
+           run_dir/imitate/<world>-agent.safetensors, to score or to continue (agent.train.init_from, loop.agent)
   agent_eval  that agent drives the REAL game on held-out tracks, next to random and the data driver;
            the last line is `real return: MEAN ± STD over N episodes`
   loop     rounds of: the agent plays the real game for data, the world is fine-tuned on it, the agent trains
@@ -133,7 +135,7 @@ def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
     from worldsim.locks import lock_folder
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds the run folder's lock
-    if stage in ("vae", "dynamics", "agent", "loop") and main_rank:
+    if stage in ("vae", "dynamics", "agent", "imitate", "loop") and main_rank:
         lock_folder(cfg.run_dir, "run folder")
     if stage == "collect":
         from envs.recording.collect import CollectConfig, collect
@@ -207,6 +209,20 @@ def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
                           cfg.data_dir, budget=budget, overwrite=cfg.agent.overwrite)
         print(f"wrote {out}: score it in the real game with `python train.py world={source.name} stage=agent_eval "
               f"agent_eval.agent={out}`")
+    elif stage == "imitate":
+        from envs.agent.imitation import ImitateConfig, imitate
+        from envs.agent.network import AgentConfig
+        from envs.agent.training import AgentTrainConfig
+
+        net_cfg = from_dict(AgentConfig, _plain(cfg.agent.net), "agent.net")
+        imitate_cfg = from_dict(ImitateConfig, _plain(cfg.agent.imitate), "agent.imitate")
+        gamma = from_dict(AgentTrainConfig, _plain(cfg.agent.train), "agent.train").gamma
+        world = _agent_world(cfg, source)
+        _same_game(source, _world_env_id(world), f"the world {world}")
+        out = imitate(world, net_cfg, imitate_cfg, cfg.data_dir, cfg.run_dir, cfg.agent.out, gamma,
+                      cfg.agent.device, budget=budget, overwrite=cfg.agent.overwrite)
+        print(f"wrote {out}: score it in the real game with `python train.py world={source.name} stage=agent_eval "
+              f"agent_eval.agent={out}`, or continue it in the world with `stage=agent agent.train.init_from={out}`")
     elif stage == "agent_eval":
         from envs.agent.evaluation import AgentEvalConfig, evaluate_agent
 
@@ -225,7 +241,7 @@ def _run(cfg: DictConfig, stage: str, source, budget: Budget) -> None:
         _loop(cfg, source, budget)
     else:
         raise ValueError(f"unknown stage={stage!r}; use all, collect, vae, dynamics, export, eval, video, agent, "
-                         "agent_eval or loop")
+                         "imitate, agent_eval or loop")
 
 
 def _loop(cfg: DictConfig, source, budget: Budget) -> None:

@@ -26,6 +26,7 @@ SECTIONS: dict[str, str] = {
     "dynamics.train": "worldsim.training.dynamics_trainer:DynamicsTrainConfig",
     "agent.net": "envs.agent.network:AgentConfig",
     "agent.train": "envs.agent.training:AgentTrainConfig",
+    "agent.imitate": "envs.agent.imitation:ImitateConfig",
     "agent_eval": "envs.agent.evaluation:AgentEvalConfig",
     "loop": "envs.loop.config:LoopConfig",
 }

@@ -124,6 +124,15 @@ def publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (a temporary sibling, flushed, renamed over ``path``)."""
+    path = Path(path)
+    tmp = atomic_path(path)
+    tmp.write_text(json.dumps(obj, indent=1))
+    publish(tmp, path)
+    return path
+
+
 def save_checked(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str], error: type[Exception]) -> Path:
     """Write a safetensors file atomically with the checksums of its tensors (numpy arrays or torch tensors),
     read it back against them, then publish it as ``path``; ``error`` if it does not read back as written."""
