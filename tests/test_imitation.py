@@ -75,14 +75,10 @@ def test_imitation_learns_the_driver_and_writes_an_agent_ppo_can_continue(tiny_w
     assert agent.meta["trained_in"] == "data" and agent.meta["history"][-1]["stage"] == "imitate"
     assert [p.is_dir() for p in data.glob("latents-*")] == [True]  # encoded once, beside the frames
     # the value head learned the scale of the returns (1 a frame, gamma 0.9: up to ~10)
-    from envs.agent.imitation import Decisions, _episodes
-    from envs.agent.view import world_vae_id
-    from worldsim.data.dataset import EpisodeDataset
-    from worldsim.data.latents import LatentStore
+    from envs.agent.imitation import data_decisions, driver_latents
 
-    d = EpisodeDataset(data)
-    held = _episodes(d, LatentStore(d, world_vae_id(world)), "heldout", ImitateConfig(heldout_every=5), 1, 0.9)
-    obs, _, ret = Decisions(*held, net).batch(np.arange(20))
+    held = data_decisions(*driver_latents(world, data), "heldout", ImitateConfig(heldout_every=5), net, 0.9)
+    obs, _, ret = held.batch(np.arange(20))
     with torch.no_grad():
         _, v = agent.net(obs)
     assert float(v.mean()) == pytest.approx(float(ret.mean()), rel=0.3)
@@ -112,3 +108,28 @@ def test_stage_imitate_refuses_another_games_data_and_keeps_named_files(tiny_wor
     r = run(f"data_dir={data}")
     assert r.returncode == 0 and "held-out agreement with the driver" in r.stdout, r.stderr[-2000:]
     assert (tmp_path / "run" / "imitate" / "tiny-agent.safetensors").exists()
+
+
+def test_ppo_anchored_to_the_driver_keeps_its_actions(tiny_world, tmp_path):
+    from envs.agent.imitation import ImitateConfig, data_decisions, driver_latents
+    from envs.agent.network import AgentConfig, load_agent
+    from envs.agent.training import AgentTrainConfig, train_agent
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    data = tmp_path / "data"
+    _driver_data(data, dict(world.source))
+    net = AgentConfig(stack=2, action_repeat=1, channels=(8, 8), hidden=32)
+    held = data_decisions(*driver_latents(world, data), "heldout", ImitateConfig(), net, 0.99)
+
+    def agreement(weight: float) -> float:
+        cfg = AgentTrainConfig(worlds=4, n_steps=8, batch_size=32, epochs=1, timesteps=160, lr=3e-3, window=None,
+                               max_frames=12, starts="contexts", progress=False, imitate_weight=weight,
+                               imitate_steps=60)
+        out = train_agent(tiny_world, net, cfg, tmp_path / f"run-{weight}", data_dir=data)
+        obs, act, _ = held.batch(np.arange(len(held)))
+        with torch.no_grad():
+            logits, _ = load_agent(out).net(obs)
+        return float((logits.argmax(-1) == act).float().mean())
+
+    assert agreement(1.0) > 0.9 > agreement(0.0) + 0.2  # the world pays nothing for the driver's actions

@@ -114,8 +114,17 @@ class Decisions:
                 torch.as_tensor(np.array(ret), dtype=torch.float32))
 
 
-def _episodes(data: EpisodeDataset, store, split: str, cfg: ImitateConfig, repeat: int, gamma: float):
-    refs = data.episodes(split, cfg.heldout_every)
+def driver_episodes(data: EpisodeDataset, split: str, heldout_every: int) -> list:
+    """The episodes of ``split`` that the data's driver played (not an agent's, which the loop and
+    ``agent_eval.record`` add to the same folder)."""
+    return [r for r in data.episodes(split, heldout_every)
+            if (data.shards[r.shard].source.get("provenance") or {}).get("policy") != "agent"]
+
+
+def data_decisions(data: EpisodeDataset, store, split: str, cfg: ImitateConfig, net: AgentConfig,
+                   gamma: float) -> Decisions:
+    """The driver's decisions of ``split`` (``cfg.max_episodes`` at most for training) as :class:`Decisions`."""
+    refs = driver_episodes(data, split, cfg.heldout_every)
     if split == "train" and cfg.max_episodes is not None:
         refs = refs[: cfg.max_episodes]
     latents, actions, returns = [], [], []
@@ -123,8 +132,15 @@ def _episodes(data: EpisodeDataset, store, split: str, cfg: ImitateConfig, repea
         rec = data.read(ref, 0, ref.length, ("actions", "rewards"))
         latents.append(store.read(ref, 0, ref.length))
         actions.append(np.asarray(rec["actions"]).reshape(ref.length).astype(np.int64))
-        returns.append(discounted_returns(rec["rewards"], repeat, gamma))
-    return latents, actions, returns
+        returns.append(discounted_returns(rec["rewards"], net.action_repeat, gamma))
+    return Decisions(latents, actions, returns, net)
+
+
+def driver_latents(world, data_dir: str | Path):
+    """``data_dir``'s dataset and its latents through ``world``'s VAE (encoded once into the folder)."""
+    data = EpisodeDataset(data_dir)
+    _check(world, data, data_dir)
+    return data, ensure_latents(data, world.latent_encoder(), world.vae, world_vae_id(world))
 
 
 def _check(world, data: EpisodeDataset, data_dir) -> int:
@@ -149,20 +165,20 @@ def imitate(world_path: str | Path, net_cfg: AgentConfig, cfg: ImitateConfig, da
     net_cfg.validate()
     cfg.validate()
     world = load_world(world_path, device)
-    data = EpisodeDataset(data_dir)
-    n = _check(world, data, data_dir)
+    n = _check(world, EpisodeDataset(data_dir), data_dir)
     folder = Path(run_dir) / "imitate"
     out = agent_target(out, folder, world.name, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "imitate_log.jsonl"
     log_path.unlink(missing_ok=True)  # a run starts over: its log is this run's
     hist = RunHistory("imitate", folder, [], 0, 1, device, data=str(data_dir))
-    store = ensure_latents(data, world.latent_encoder(), world.vae, world_vae_id(world))
-    train = Decisions(*_episodes(data, store, "train", cfg, net_cfg.action_repeat, gamma), net_cfg)
-    held = Decisions(*_episodes(data, store, "heldout", cfg, net_cfg.action_repeat, gamma), net_cfg)
+    data, store = driver_latents(world, data_dir)
+    train = data_decisions(data, store, "train", cfg, net_cfg, gamma)
+    held = data_decisions(data, store, "heldout", cfg, net_cfg, gamma)
     if not len(train) or not len(held):
-        raise ValueError(f"{data_dir} needs training and held-out episodes (every {cfg.heldout_every}th is held out): "
-                         f"it has {len(data)}; collect more or lower agent.imitate.heldout_every")
+        raise ValueError(f"{data_dir} needs training and held-out episodes of its driver (every {cfg.heldout_every}th "
+                         f"is held out): it has {len(data)} episodes in all; collect more or lower "
+                         "agent.imitate.heldout_every")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net = AgentNet(net_cfg, tuple(int(x) for x in train.latents[0].shape[1:]), n).to(device)
