@@ -11,7 +11,6 @@ Writes ``out/report.json`` and ``out/returns.png``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from envs.evaluation.heads import reward_on_traces
 from envs.games.source import has_driver, source_game
 from envs.worldenv.core import WorldCore
 from worldsim.checkpoint import CheckpointError
+from worldsim.integrity import write_json
 from worldsim.shipped import checkpoints_dir
 from worldsim.world import load_world, world_path
 
@@ -265,9 +265,7 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
 
 def _write_report(out: Path, report: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / "report.json")
+    write_json(out / "report.json", report)
 
 
 def _plot(report: dict[str, Any], png: Path) -> None:

@@ -41,7 +41,7 @@ from envs.loop.heads import refit_heads
 from envs.loop.play import play_for_data, shard_sums
 from envs.loop.select import choose, known_returns, selection_returns
 from worldsim.data.dataset import EpisodeDataset
-from worldsim.integrity import atomic_path, publish
+from worldsim.integrity import atomic_path, publish, write_json
 from worldsim.shipped import checkpoints_dir
 from worldsim.training.budget import Budget, BudgetReached
 from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
@@ -160,9 +160,7 @@ def loop_id(folder: Path) -> str:
 
     folder.mkdir(parents=True, exist_ok=True)
     ident = uuid.uuid4().hex[:12]
-    tmp = folder / ".loop.json.tmp"
-    tmp.write_text(json.dumps({"id": ident}))
-    tmp.replace(path)
+    write_json(path, {"id": ident})
     return ident
 
 
@@ -420,9 +418,7 @@ def write_report(folder: Path, name: str, base_frames: int, rows: list[dict], ba
     """``report.json`` (the round table) and ``loop.png`` (real and predicted return against real frames)."""
     report = {"world": name, "data_frames": base_frames, "rounds": rows, "baselines": baselines,
               "ppo_real": baseline_curve(baseline_log), "ppo_real_log": baseline_log}
-    tmp = folder / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(folder / "report.json")
+    write_json(folder / "report.json", report)
     print_table(rows)
     try:
         import matplotlib

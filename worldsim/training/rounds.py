@@ -10,9 +10,10 @@ its own work); one with it is skipped.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from worldsim.integrity import write_json
 
 
 class Rounds:
@@ -38,12 +39,7 @@ class Rounds:
 
     def finish(self, k: int, phase: str, info: dict[str, Any]) -> dict[str, Any]:
         """Record phase ``phase`` of round ``k`` as finished with ``info`` (atomically) -> info."""
-        path = self.dir(k) / f"{phase}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(info, indent=1))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        write_json(self.dir(k) / f"{phase}.json", info)
         return info
 
     def finished_rounds(self, phases: tuple[str, ...]) -> list[int]:
