@@ -133,3 +133,34 @@ def test_ppo_anchored_to_the_driver_keeps_its_actions(tiny_world, tmp_path):
         return float((logits.argmax(-1) == act).float().mean())
 
     assert agreement(1.0) > 0.9 > agreement(0.0) + 0.2  # the world pays nothing for the driver's actions
+
+
+def test_ppo_anchored_to_the_agent_it_continues_stays_near_it(tiny_world, tmp_path):
+    from envs.agent.imitation import ImitateConfig, data_decisions, driver_latents, imitate
+    from envs.agent.network import AgentConfig, load_agent
+    from envs.agent.training import AgentTrainConfig, train_agent
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    data = tmp_path / "data"
+    _driver_data(data, dict(world.source))
+    net = AgentConfig(stack=2, action_repeat=1, channels=(8, 8), hidden=32)
+    start = imitate(tiny_world, net, ImitateConfig(epochs=10, batch_size=32, lr=1e-2, heldout_every=5, progress=False),
+                    data, tmp_path / "start", gamma=0.99)
+    held = data_decisions(*driver_latents(world, data), "heldout", ImitateConfig(), net, 0.99)
+    obs, _, _ = held.batch(np.arange(len(held)))
+    with torch.no_grad():
+        before = load_agent(start).net(obs)[0].argmax(-1)
+
+    def kept(weight: float) -> float:
+        # a large entropy bonus drags the policy to uniform: what the world "pays" here
+        cfg = AgentTrainConfig(worlds=4, n_steps=8, batch_size=32, epochs=8, timesteps=160, lr=3e-3, ent_coef=2.0,
+                               window=None, max_frames=12, starts="contexts", progress=False, warmup=0,
+                               init_from=str(start), imitate_weight=weight, imitate_steps=30, anchor="init")
+        out = train_agent(tiny_world, net, cfg, tmp_path / f"run-{weight}", data_dir=data)
+        with torch.no_grad():
+            logits = load_agent(out).net(obs)[0]
+        return float((logits.argmax(-1) == before).float().mean())
+
+    anchored, free = kept(3.0), kept(0.0)
+    assert anchored > 0.9 and anchored > free + 0.15, (anchored, free)

@@ -122,9 +122,10 @@ def driver_episodes(data: EpisodeDataset, split: str, heldout_every: int) -> lis
 
 
 def data_decisions(data: EpisodeDataset, store, split: str, cfg: ImitateConfig, net: AgentConfig,
-                   gamma: float) -> Decisions:
-    """The driver's decisions of ``split`` (``cfg.max_episodes`` at most for training) as :class:`Decisions`."""
-    refs = driver_episodes(data, split, cfg.heldout_every)
+                   gamma: float, driver_only: bool = True) -> Decisions:
+    """The driver's decisions of ``split`` (``cfg.max_episodes`` at most for training) as :class:`Decisions`;
+    ``driver_only=False``: those of every real episode (the actions then are whoever played it)."""
+    refs = driver_episodes(data, split, cfg.heldout_every) if driver_only else data.episodes(split, cfg.heldout_every)
     if split == "train" and cfg.max_episodes is not None:
         refs = refs[: cfg.max_episodes]
     latents, actions, returns = [], [], []

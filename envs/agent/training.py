@@ -88,18 +88,29 @@ class AgentTrainConfig:
     scratch has none)."""
 
     imitate_weight: float = 0.0
-    """Keep the policy near the data's driver while PPO trains it in the world (0: off): after each rollout's
-    update, ``imitate_steps`` gradient steps on this weight times the driver's negative log-likelihood of its
-    next action on the real decisions of ``data_dir`` (the pairs of ``stage=imitate``, envs/agent/imitation.py).
-    PPO alone moves an agent to whatever its world pays for, which is where a world is wrong (Boxing's agents
-    were paid +382 a bout by their world and -33 by the game); the anchor holds it to what was right on real
-    states while the world's reward shapes the rest."""
+    """Keep the policy near a policy that is right in the real game while PPO trains it in the world (0: off):
+    after each rollout's update, ``imitate_steps`` gradient steps on this weight times the anchor's loss on the
+    real decisions of ``data_dir`` (the observations of ``stage=imitate``, envs/agent/imitation.py). PPO alone
+    moves an agent to whatever its world pays for, which is where a world is wrong (Boxing's agents were paid
+    +382 a bout by their world and -33 by the game; CarRacing's round-4 agent, 529 in the game, fell to 204 after
+    25k more decisions in a fine-tuned world); the anchor holds it to what was right on real states while the
+    world's reward shapes the rest."""
     imitate_steps: int = 4
     """Gradient steps of the anchor per rollout (batches of ``batch_size`` data decisions)."""
+    anchor: str = "driver"
+    """What ``imitate_weight`` holds the policy to: ``driver`` (the data's driver: the negative log-likelihood of
+    its next action, on its own episodes) or ``init`` (the ``init_from`` agent: the KL divergence from its action
+    probabilities, on every real episode of the data, the agent's own included; e.g. a loop round's starting
+    agent, when it drives better than the driver)."""
 
     def validate(self) -> None:
         if self.imitate_weight < 0 or self.imitate_steps < 1:
             raise ValueError(f"agent.train.imitate_weight must be >= 0 and imitate_steps >= 1, got {self}")
+        if self.anchor not in ("driver", "init"):
+            raise ValueError(f"agent.train.anchor is driver or init, got {self.anchor!r}")
+        if self.imitate_weight > 0 and self.anchor == "init" and not self.init_from:
+            raise ValueError("agent.train.anchor=init holds the policy to the agent it continues: set "
+                             "agent.train.init_from=AGENT (or anchor=driver)")
         if self.starts not in ("data", "contexts"):
             raise ValueError(f"agent.train.starts must be data or contexts, got {self.starts!r}")
         if self.env not in ("world", "real"):
@@ -138,20 +149,28 @@ def agent_net(policy, net_cfg: AgentConfig, latent_shape, n: int) -> AgentNet:
     return net.eval()
 
 
-def imitation_steps(policy, decisions, cfg: AgentTrainConfig, rng: np.random.Generator) -> float:
-    """The anchor (``cfg.imitate_weight``): ``cfg.imitate_steps`` optimiser steps on the driver's negative
-    log-likelihood under ``policy`` (an RL-library actor-critic) over random ``decisions`` -> its mean."""
+def imitation_steps(policy, decisions, cfg: AgentTrainConfig, rng: np.random.Generator,
+                    teacher: AgentNet | None = None) -> float:
+    """The anchor (``cfg.imitate_weight``): ``cfg.imitate_steps`` optimiser steps of ``policy`` (an RL-library
+    actor-critic) on random ``decisions`` -> the mean loss: the driver's negative log-likelihood, or with
+    ``teacher`` KL(teacher || policy) over the actions."""
     total = 0.0
     policy.set_training_mode(True)
     for _ in range(cfg.imitate_steps):
         obs, actions, _ = decisions.batch(rng.integers(len(decisions), size=cfg.batch_size))
-        _, log_prob, _ = policy.evaluate_actions(obs.to(policy.device), actions.to(policy.device))
-        nll = -log_prob.mean()
+        obs = obs.to(policy.device)
+        log_q = policy.get_distribution(obs).distribution.logits  # normalised log-probabilities (B, n)
+        if teacher is None:
+            loss = -log_q.gather(1, actions.to(policy.device)[:, None]).mean()
+        else:
+            with torch.no_grad():
+                log_p = torch.log_softmax(teacher(obs)[0], -1)
+            loss = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
         policy.optimizer.zero_grad(set_to_none=True)
-        (cfg.imitate_weight * nll).backward()
+        (cfg.imitate_weight * loss).backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
         policy.optimizer.step()
-        total += nll.item()
+        total += loss.item()
     policy.set_training_mode(False)
     return total / cfg.imitate_steps
 
@@ -237,14 +256,21 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
         print(f"cutting start clips from {cfg.start_episodes} data episodes", flush=True)
         starts = data_starts(world, data_dir, cfg.start_episodes, min(8, world.dit.cfg.window), cfg.start_every)
         print(f"{len(starts[0])} start clips", flush=True)
-    anchor = None
+    anchor, teacher = None, None
     if cfg.imitate_weight > 0:
         if not data_dir:
-            raise ValueError("agent.train.imitate_weight needs the world's data (data_dir): its driver is the anchor")
+            raise ValueError("agent.train.imitate_weight needs the world's data (data_dir): its real decisions hold "
+                             "the anchor")
         from envs.agent.imitation import ImitateConfig, data_decisions, driver_latents
 
-        anchor = data_decisions(*driver_latents(world, data_dir), "train", ImitateConfig(), net_cfg, cfg.gamma)
-        print(f"anchored to the data's driver: {len(anchor)} decisions, weight {cfg.imitate_weight}", flush=True)
+        if cfg.anchor == "init":
+            teacher = (init or load_agent(cfg.init_from)).net.to(device).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        anchor = data_decisions(*driver_latents(world, data_dir), "train", ImitateConfig(), net_cfg, cfg.gamma,
+                                driver_only=teacher is None)
+        whose = "the data's driver" if teacher is None else f"the agent {cfg.init_from}"
+        print(f"anchored to {whose} on {len(anchor)} real decisions, weight {cfg.imitate_weight}", flush=True)
     warm: dict = {"continued": False, "model": None}
 
     def lr_schedule(_progress_remaining: float) -> float:
@@ -330,7 +356,7 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             self.rollouts, self.t0, self.last = 0, time.perf_counter(), model.num_timesteps
             self.saved, self.stop = model.num_timesteps, False
             self.snapshot = None
-            self.anchor_nll: float | None = None
+            self.anchor_loss: float | None = None
 
         def save_snapshot(self) -> int | None:
             """Write the state of the last rollout boundary (unless it is saved already) -> its decisions."""
@@ -351,7 +377,7 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
             steps = self.model.num_timesteps
             if anchor is not None and steps > start:  # after each update of this run (not before the first)
                 rng = np.random.default_rng([seed, steps])
-                self.anchor_nll = imitation_steps(self.model.policy, anchor, cfg, rng)
+                self.anchor_loss = imitation_steps(self.model.policy, anchor, cfg, rng, teacher)
             self.snapshot = (steps, episodes_before + len(self.episodes),
                              {k: copy.deepcopy(m.state_dict()) for k, m in _modules(self.model.policy).items()},
                              copy.deepcopy(self.model.policy.optimizer.state_dict()))
@@ -384,8 +410,8 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
                    "episodes": episodes_before + len(self.episodes),
                    ret_key: float(np.mean(recent)) if recent else None,
                    "world_frames_per_s": (steps - self.last) * net_cfg.action_repeat / max(elapsed, 1e-9)}
-            if anchor is not None and self.anchor_nll is not None:
-                row["driver_nll"] = self.anchor_nll
+            if anchor is not None and self.anchor_loss is not None:
+                row["driver_nll" if teacher is None else "anchor_kl"] = self.anchor_loss
             for k in ("train/entropy_loss", "train/value_loss", "train/approx_kl"):
                 v = self.model.logger.name_to_value.get(k)
                 if v is not None:
