@@ -274,21 +274,22 @@ def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carraci
         np.testing.assert_allclose(obs[i, :4], z, atol=1e-5)
 
 
-def test_the_shipped_agent_sees_through_the_shipped_worlds_vae():
+@pytest.mark.parametrize("name,trained_in,repeat", [("carracing", "world", 4), ("boxing", "data", 1)])
+def test_the_shipped_agents_see_through_the_shipped_worlds_vae(name, trained_in, repeat):
     from envs.agent.evaluation import _world_for
     from envs.agent.network import load_agent
     from envs.agent.view import world_vae_id
     from worldsim.shipped import checkpoints_dir, known_worlds
 
-    path = checkpoints_dir() / "carracing-agent.safetensors"
+    path = checkpoints_dir() / f"{name}-agent.safetensors"
     assert path.stat().st_size <= 4 * 2**20
     agent = load_agent(path)
     world, _ = _world_for(agent, None, "cpu")  # the file it trained in if present, else the shipped world by name
-    assert world.name == "carracing" and world_vae_id(world) == agent.world["vae_id"]
-    shipped, _ = _world_for(agent, checkpoints_dir() / "carracing.safetensors", "cpu")  # named: checked, accepted
+    assert world.name == name and world_vae_id(world) == agent.world["vae_id"]
+    shipped, _ = _world_for(agent, checkpoints_dir() / f"{name}.safetensors", "cpu")  # named: checked, accepted
     assert world_vae_id(shipped) == agent.world["vae_id"]
-    assert agent.meta["trained_in"] == "world" and agent.cfg.action_repeat == 4
-    assert "carracing-agent" not in known_worlds()  # an agent file is not a world
+    assert agent.meta["trained_in"] == trained_in and agent.cfg.action_repeat == repeat
+    assert f"{name}-agent" not in known_worlds()  # an agent file is not a world
 
 
 def test_the_driver_baseline_is_offered_where_the_game_has_a_scripted_driver():
