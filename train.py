@@ -86,6 +86,9 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         if cfg.stage in RESUMABLE:
             print(f"stopped: run the same command again to resume stage={cfg.stage}", flush=True)
+        elif cfg.stage == "imitate":
+            print(f"stopped: stage=imitate keeps the data's latents it encoded ({cfg.data_dir}/latents-*/), not its "
+                  "unfinished fit; run the same command again to encode on and fit from the start", flush=True)
         else:
             print(f"stopped: stage={cfg.stage} keeps nothing of an unfinished run (its files are written when it "
                   "ends); run the same command again to start it over", flush=True)
