@@ -57,15 +57,21 @@ def _driver_data(folder: Path, source: dict, episodes: int = 10, length: int = 6
         write_shard(folder / f"ep{i:07d}-{i:07d}.safetensors", [ep], source)
 
 
-def test_imitation_learns_the_driver_and_writes_an_agent_ppo_can_continue(tiny_world, tmp_path):
-    from envs.agent.imitation import ImitateConfig, imitate
-    from envs.agent.network import AgentConfig, load_agent
+def _small(tiny_world, tmp_path):
+    """The tiny world, a folder of its frame-steered driver's episodes and a small agent network."""
+    from envs.agent.network import AgentConfig
     from worldsim.world import load_world
 
     world = load_world(tiny_world)
-    data = tmp_path / "data"
-    _driver_data(data, dict(world.source))
-    net = AgentConfig(stack=2, action_repeat=1, channels=(8, 8), hidden=32)
+    _driver_data(tmp_path / "data", dict(world.source))
+    return world, tmp_path / "data", AgentConfig(stack=2, action_repeat=1, channels=(8, 8), hidden=32)
+
+
+def test_imitation_learns_the_driver_and_writes_an_agent_ppo_can_continue(tiny_world, tmp_path):
+    from envs.agent.imitation import ImitateConfig, imitate
+    from envs.agent.network import load_agent
+
+    world, data, net = _small(tiny_world, tmp_path)
     out = imitate(tiny_world, net, ImitateConfig(epochs=20, batch_size=32, lr=1e-2, heldout_every=5, progress=False),
                   data, tmp_path / "run", gamma=0.9)
     report = json.loads((tmp_path / "run" / "imitate" / "imitate.json").read_text())
@@ -112,14 +118,10 @@ def test_stage_imitate_refuses_another_games_data_and_keeps_named_files(tiny_wor
 
 def test_ppo_anchored_to_the_driver_keeps_its_actions(tiny_world, tmp_path):
     from envs.agent.imitation import ImitateConfig, data_decisions, driver_latents
-    from envs.agent.network import AgentConfig, load_agent
+    from envs.agent.network import load_agent
     from envs.agent.training import AgentTrainConfig, train_agent
-    from worldsim.world import load_world
 
-    world = load_world(tiny_world)
-    data = tmp_path / "data"
-    _driver_data(data, dict(world.source))
-    net = AgentConfig(stack=2, action_repeat=1, channels=(8, 8), hidden=32)
+    world, data, net = _small(tiny_world, tmp_path)
     held = data_decisions(*driver_latents(world, data), "heldout", ImitateConfig(), net, 0.99)
 
     def agreement(weight: float) -> float:
@@ -137,14 +139,10 @@ def test_ppo_anchored_to_the_driver_keeps_its_actions(tiny_world, tmp_path):
 
 def test_ppo_anchored_to_the_agent_it_continues_stays_near_it(tiny_world, tmp_path):
     from envs.agent.imitation import ImitateConfig, data_decisions, driver_latents, imitate
-    from envs.agent.network import AgentConfig, load_agent
+    from envs.agent.network import load_agent
     from envs.agent.training import AgentTrainConfig, train_agent
-    from worldsim.world import load_world
 
-    world = load_world(tiny_world)
-    data = tmp_path / "data"
-    _driver_data(data, dict(world.source))
-    net = AgentConfig(stack=2, action_repeat=1, channels=(8, 8), hidden=32)
+    world, data, net = _small(tiny_world, tmp_path)
     start = imitate(tiny_world, net, ImitateConfig(epochs=10, batch_size=32, lr=1e-2, heldout_every=5, progress=False),
                     data, tmp_path / "start", gamma=0.99)
     held = data_decisions(*driver_latents(world, data), "heldout", ImitateConfig(), net, 0.99)
