@@ -92,9 +92,9 @@ class AgentTrainConfig:
     after each rollout's update, ``imitate_steps`` gradient steps on this weight times the anchor's loss on the
     real decisions of ``data_dir`` (the observations of ``stage=imitate``, envs/agent/imitation.py). PPO alone
     moves an agent to whatever its world pays for, which is where a world is wrong (Boxing's agents were paid
-    +382 a bout by their world and -33 by the game; CarRacing's round-4 agent went from 528 to 204 on its selection
-    tracks after 18k more decisions in a fine-tuned world); the anchor holds it to what was right on real states while the
-    world's reward shapes the rest."""
+    +382 a bout by their world and -33 by the game; CarRacing's round-4 agent went from 528 to 204 on its
+    selection tracks after 18k more decisions in a fine-tuned world); the anchor holds it to what was right on
+    real states while the world's reward shapes the rest."""
     imitate_steps: int = 4
     """Gradient steps of the anchor per rollout (batches of ``batch_size`` data decisions)."""
     anchor: str = "driver"
