@@ -441,6 +441,8 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
     if progress.stop:
         _plot(log_path, folder / "returns.png", ret_key)
         raise BudgetReached("agent", f"{progress.saved} of {cfg.timesteps} decisions (saved: {out})")
+    if anchor is not None and remaining > 0:  # the last update is anchored too, as each before it was
+        imitation_steps(model.policy, anchor, cfg, np.random.default_rng([seed, model.num_timesteps]), teacher)
     save(model.num_timesteps, episodes_before + len(progress.episodes), finished=True)
     _plot(log_path, folder / "returns.png", ret_key)
     return out
