@@ -137,11 +137,16 @@ def data_decisions(data: EpisodeDataset, store, split: str, cfg: ImitateConfig, 
     return Decisions(latents, actions, returns, net)
 
 
+def world_latents(world, data: EpisodeDataset):
+    """The latents of ``data`` through ``world``'s VAE (encoded once into the data folder)."""
+    return ensure_latents(data, world.latent_encoder(), world.vae, world_vae_id(world))
+
+
 def driver_latents(world, data_dir: str | Path):
-    """``data_dir``'s dataset and its latents through ``world``'s VAE (encoded once into the folder)."""
+    """``data_dir``'s dataset, checked against ``world``, and its latents through the world's VAE."""
     data = EpisodeDataset(data_dir)
     _check(world, data, data_dir)
-    return data, ensure_latents(data, world.latent_encoder(), world.vae, world_vae_id(world))
+    return data, world_latents(world, data)
 
 
 def _check(world, data: EpisodeDataset, data_dir) -> int:
@@ -166,14 +171,15 @@ def imitate(world_path: str | Path, net_cfg: AgentConfig, cfg: ImitateConfig, da
     net_cfg.validate()
     cfg.validate()
     world = load_world(world_path, device)
-    n = _check(world, EpisodeDataset(data_dir), data_dir)
+    data = EpisodeDataset(data_dir)
+    n = _check(world, data, data_dir)  # before the target and the encoding: a wrong folder costs nothing
     folder = Path(run_dir) / "imitate"
     out = agent_target(out, folder, world.name, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "imitate_log.jsonl"
     log_path.unlink(missing_ok=True)  # a run starts over: its log is this run's
     hist = RunHistory("imitate", folder, [], 0, 1, device, data=str(data_dir))
-    data, store = driver_latents(world, data_dir)
+    store = world_latents(world, data)
     train = data_decisions(data, store, "train", cfg, net_cfg, gamma)
     held = data_decisions(data, store, "heldout", cfg, net_cfg, gamma)
     if not len(train) or not len(held):
