@@ -108,13 +108,23 @@ class DynamicsTrainConfig:
     distill_guidance: float = 0.0
     """Guidance distillation (worldsim/training/guidance_distill.py): above 0, the model learns to predict
     with the action what the ``init_from`` model predicts under action guidance at this scale, so the
-    world keeps that key response at sampler guidance 1. Needs ``init_from`` (of the same architecture and commit
-    mode: a ``commit=draft`` world distils from a draft world, on the draft layout)."""
+    world keeps that key response at sampler guidance 1. Needs ``init_from`` (of the same architecture; a
+    ``commit=draft`` world distils on the draft layout from a draft world or from a two-call world, which so
+    becomes a one-call world in one run: at scale 1 its own, already distilled, key response is kept)."""
     distill_branches: int = 8
     """Guidance distillation: next-frame branches per clip (the clip's last frames)."""
     distill_start_prob: float = 0.5
     """Guidance distillation: share of branches that start, as the sampler does, from the previous frame
     noised to the sampler's start level (the others: their own frame at a sampled level)."""
+
+
+def distillable(teacher: DiTConfig, student: DiTConfig) -> bool:
+    """Whether ``teacher`` can teach ``student``: the same architecture, and the same commit mode or a two-call
+    teacher of a one-call (``commit=draft``) student."""
+    t, s = to_dict(teacher), to_dict(student)
+    if t["commit"] == "pass" and s["commit"] == "draft":
+        t = {**t, "commit": "draft", "draft_level": s["draft_level"]}
+    return t == s
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -258,9 +268,10 @@ def train_dynamics(
             raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from: the model whose guided "
                              "predictions are distilled (a dynamics checkpoint or a world file)")
         teacher = load_dynamics(cfg.init_from, device)[0].requires_grad_(False)
-        if to_dict(teacher.cfg) != to_dict(model_cfg):
-            raise ValueError(f"guidance distillation keeps the architecture: {cfg.init_from} has {to_dict(teacher.cfg)}, "
-                             f"the config asks for {to_dict(model_cfg)}")
+        if not distillable(teacher.cfg, model_cfg):
+            raise ValueError(f"guidance distillation keeps the architecture (a two-call teacher may teach a one-call "
+                             f"world, not the reverse): {cfg.init_from} has {to_dict(teacher.cfg)}, the config asks for "
+                             f"{to_dict(model_cfg)}")
     # Each rank draws its own batches and levels (with replacement, so no sampler needs sharding).
     gen = torch.Generator()  # reseeded every step by the loop
     if cfg.agent_data_weight < 0:
