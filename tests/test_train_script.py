@@ -67,6 +67,15 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
               f"data_dir={data}", f"run_dir={distilled}", "world.max_episode_steps=20")
     assert f"initialised from {world_file}" in out and '"guided"' in (distilled / "dynamics_log.jsonl").read_text()
     assert load_dynamics(distilled / "dynamics.safetensors")[1]["step"] == 2
+    # The two-call world teaches a one-call (commit=draft) student, named as the teacher.
+    drafted = tmp_path / "drafted"
+    run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",
+        f"dynamics.train.init_from={world_file}", f"dynamics.train.teacher={world_file}", "dynamics.model.commit=draft",
+        "dynamics.train.distill_guidance=1", "dynamics.train.log_every=1", f"data_dir={data}", f"run_dir={drafted}",
+        "world.max_episode_steps=20")
+    draft_dit, draft_meta = load_dynamics(drafted / "dynamics.safetensors")
+    assert draft_dit.cfg.commit == "draft" and '"guided"' in (drafted / "dynamics_log.jsonl").read_text()
+    assert draft_meta["history"][-1]["teacher"] == str(world_file)
     vae2, meta2 = load_vae(distilled / "vae.safetensors")
     assert meta2["latent_std"] == world.latent_std.tolist() and meta2["from_world"] == str(world_file)
     vae_run = load_vae(runs / "vae.safetensors")[0]

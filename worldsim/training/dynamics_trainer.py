@@ -111,6 +111,10 @@ class DynamicsTrainConfig:
     world keeps that key response at sampler guidance 1. Needs ``init_from`` (of the same architecture; a
     ``commit=draft`` world distils on the draft layout from a draft world or from a two-call world, which so
     becomes a one-call world in one run: at scale 1 its own, already distilled, key response is kept)."""
+    teacher: str | None = None
+    """Guidance distillation: the model whose guided predictions are distilled (a dynamics checkpoint or a world
+    file), when it is not ``init_from``: e.g. a one-call world continued from its own file while a two-call world
+    of the same lineage teaches it."""
     distill_branches: int = 8
     """Guidance distillation: next-frame branches per clip (the clip's last frames)."""
     distill_start_prob: float = 0.5
@@ -248,6 +252,7 @@ def train_dynamics(
         prior = history_of(read_dynamics(cfg.init_from)[0]) if cfg.init_from else []
     hist = RunHistory("dynamics", run_dir, prior, step, cfg.batch_size * cfg.clip_length * ranks.world_size, device,
                       init_from=cfg.init_from, distill_guidance=cfg.distill_guidance or None,
+                      teacher=cfg.teacher if cfg.distill_guidance > 0 else None,
                       train_only=None if cfg.train_only == "all" else cfg.train_only)
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -264,13 +269,14 @@ def train_dynamics(
     amp = autocast_dtype(device, cfg.precision)
     teacher = None
     if cfg.distill_guidance > 0:
-        if not cfg.init_from:
-            raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from: the model whose guided "
-                             "predictions are distilled (a dynamics checkpoint or a world file)")
-        teacher = load_dynamics(cfg.init_from, device)[0].requires_grad_(False)
+        source = cfg.teacher or cfg.init_from
+        if not source:
+            raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from (or dynamics.train.teacher): "
+                             "the model whose guided predictions are distilled (a dynamics checkpoint or a world file)")
+        teacher = load_dynamics(source, device)[0].requires_grad_(False)
         if not distillable(teacher.cfg, model_cfg):
             raise ValueError(f"guidance distillation keeps the architecture (a two-call teacher may teach a one-call "
-                             f"world, not the reverse): {cfg.init_from} has {to_dict(teacher.cfg)}, the config asks for "
+                             f"world, not the reverse): {source} has {to_dict(teacher.cfg)}, the config asks for "
                              f"{to_dict(model_cfg)}")
     # Each rank draws its own batches and levels (with replacement, so no sampler needs sharding).
     gen = torch.Generator()  # reseeded every step by the loop
