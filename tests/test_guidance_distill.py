@@ -124,9 +124,10 @@ def test_a_one_call_student_learns_the_stronger_key_response():
 
 
 def test_a_two_call_teacher_teaches_a_one_call_world_its_engine_step():
-    """A two-call world (commit=pass) teaching a one-call student: each branch's target is what the two-call
-    engine computes for the frame started from its previous frame at the draft level, the finished frames before
-    it in the cache; such a teacher may teach a draft student, not the reverse."""
+    """A two-call world (commit=pass) teaching a one-call student: each branch's target is the frame the two-call
+    engine makes (the finished frames before it in the cache, the frame started from its previous one at the
+    teacher's start level), as a velocity from the student's input at the draft level; such a teacher may teach
+    a draft student, not the reverse."""
     from worldsim.training.dynamics_trainer import distillable
     from worldsim.training.guidance_distill import draft_targets
 
@@ -135,19 +136,22 @@ def test_a_two_call_teacher_teaches_a_one_call_world_its_engine_step():
     null = torch.zeros(b, t, dtype=torch.bool)
     null[:, 0] = True
     cfg = replace(DynamicsTrainConfig(), distill_guidance=g, distill_branches=3, context_max=0.0)
-    x, levels, idx, target = draft_targets(m, z, acts, null, cfg, 0.5, torch.Generator().manual_seed(0))
+    x, levels, idx, target = draft_targets(m, z, acts, null, cfg, 0.5, torch.Generator().manual_seed(0),
+                                           teacher_level=0.8)
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x[:, 1:], 0.5 * z[:, :-1] + 0.5 * noise[:, 1:])
     for j, i in enumerate(idx.tolist()):
         cache = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, CFG.window, CFG.tokens_per_frame)
+        start = 0.2 * z[:, i - 1 : i] + 0.8 * noise[:, i : i + 1]
         with torch.no_grad():
             for k in range(i):
                 m.step(z[:, k : k + 1], torch.zeros(b, 1), acts[:, k : k + 1], torch.full((b,), k), cache, commit=True,
                        null=null[:, k : k + 1])
-            args = (x[:, i : i + 1], levels[:, i : i + 1], acts[:, i : i + 1], torch.full((b,), i), cache)
+            args = (start, torch.full((b, 1), 0.8), acts[:, i : i + 1], torch.full((b,), i), cache)
             v = m.step(*args, null=torch.zeros(b, 1, dtype=torch.bool))[0]
             v0 = m.step(*args, null=torch.ones(b, 1, dtype=torch.bool))[0]
-        torch.testing.assert_close(target[:, j], (v0 + g * (v - v0))[:, 0], rtol=1e-4, atol=1e-5)
+        frame = start - 0.8 * (v0 + g * (v - v0))
+        torch.testing.assert_close(x[:, i] - 0.5 * target[:, j], frame[:, 0], rtol=1e-4, atol=1e-4)
     draft = replace(CFG, commit="draft", draft_level=0.5)
     assert distillable(CFG, draft) and distillable(draft, draft) and distillable(CFG, CFG)
     assert not distillable(draft, CFG) and not distillable(CFG, replace(draft, dim=64))

@@ -391,7 +391,8 @@ def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, am
     null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
     null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
     if getattr(dit, "module", dit).cfg.commit == "draft":
-        guided, reward, done = draft_distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg, gen, amp)
+        guided, reward, done = draft_distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg, gen, amp,
+                                                  sampler.start_level)
     else:
         guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
                                             sampler.start_level, gen, amp)

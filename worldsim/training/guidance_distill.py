@@ -19,8 +19,10 @@ every frame's input is its previous frame noised to the draft level, and the eng
 frames before it (with their actions, as the cache holds them) and the frame itself once with its action and
 once without; the student learns that guided velocity with the action, so the world follows its keys in its
 one call a frame. The teacher may also be a two-call world (``commit=pass``): it then reads the frames before
-each branch as its own cache holds them (finished frames at a context level) and the branch's draft input, so a
-two-call world (its guidance distilled or not) becomes a one-call world in one run, keeping its key response.
+each branch as its own cache holds them (finished frames at a context level) and starts the branch at its own
+sampler's start level; the frame it makes is the student's target, so a two-call world (its guidance distilled or
+not) becomes a one-call world in one run. (Measured on Boxing, 2026-12-06: the teacher's velocity taken at the
+draft level 0.5 instead, below its start level 0.8, taught a world that moved half as much as the game.)
 """
 
 from __future__ import annotations
@@ -81,35 +83,43 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
 
 
 def draft_targets(teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg, level: float,
-                  gen: torch.Generator, amp=None):
+                  gen: torch.Generator, amp=None, teacher_level: float | None = None):
     """A clip's one-call (``commit=draft``) layout and its teacher's guided targets: z0 (B, T, C, h, w) clean
     latents, actions (B, T[, ...]), null (B, T) -> (inputs (B, T, C, h, w): frame i-1 noised to ``level``,
     their levels (B, T), the branch frames' indices (n,): the clip's last ``cfg.distill_branches``, the targets
-    (B, n, C, h, w)). A draft teacher reads the same layout; a two-call teacher reads the frames before a branch
-    as its cache holds them (finished frames at a context level) and the branch's draft input."""
+    (B, n, C, h, w)). A draft teacher reads the same layout. A two-call teacher reads the frames before a branch
+    as its cache holds them (finished frames at a context level) and starts the branch as its sampler does: the
+    previous frame noised (the same noise) to ``teacher_level`` (its sampler's start level; default ``level``);
+    the frame its guided step makes becomes the student's target velocity from its own input, so the student
+    learns the teacher's frames as played even where the two start levels differ."""
     b, t = z0.shape[:2]
     dev = z0.device
     n = min(cfg.distill_branches, t - 1)
-    x, levels = draft_inputs(z0, level, torch.randn(z0.shape, generator=gen).to(dev))
+    noise = torch.randn(z0.shape, generator=gen).to(dev)
+    x, levels = draft_inputs(z0, level, noise)
     idx = torch.arange(t - n, t, device=dev)
-    branches = {"x": x[:, idx], "levels": levels[:, idx], "actions": actions[:, idx], "frames": idx}
     if teacher.cfg.commit == "draft":
         clip = {"x": x, "levels": levels, "actions": actions, "null": null}
-    else:
-        ctx = (torch.rand(b, t, generator=gen) * cfg.context_max).to(dev)
-        clip = {"x": add_noise(z0, ctx, torch.randn(z0.shape, generator=gen).to(dev)), "levels": ctx,
-                "actions": actions, "null": null}
-    return x, levels, idx, guided_targets(teacher, clip, branches, cfg.distill_guidance, amp)
+        branches = {"x": x[:, idx], "levels": levels[:, idx], "actions": actions[:, idx], "frames": idx}
+        return x, levels, idx, guided_targets(teacher, clip, branches, cfg.distill_guidance, amp)
+    start = level if teacher_level is None else teacher_level
+    xt, lt = draft_inputs(z0, start, noise)
+    ctx = (torch.rand(b, t, generator=gen) * cfg.context_max).to(dev)
+    clip = {"x": add_noise(z0, ctx, torch.randn(z0.shape, generator=gen).to(dev)), "levels": ctx,
+            "actions": actions, "null": null}
+    branches = {"x": xt[:, idx], "levels": lt[:, idx], "actions": actions[:, idx], "frames": idx}
+    frame = xt[:, idx] - start * guided_targets(teacher, clip, branches, cfg.distill_guidance, amp)  # one Euler step
+    return x, levels, idx, (x[:, idx] - frame) / level
 
 
 def draft_distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg,
-                       gen: torch.Generator, amp=None):
+                       gen: torch.Generator, amp=None, teacher_level: float | None = None):
     """Guidance distillation of a ``commit=draft`` world: z0 (B, T, C, h, w) clean latents of a clip, actions
     (B, T[, ...]), null (B, T) (a reset frame's) -> (guided-velocity loss on the last ``cfg.distill_branches``
     frames, the student's reward (B, T) and termination logit (B, T) on the clip). The clip is laid out as the
     draft world trains and plays (:func:`draft_targets`); the teacher is a draft or a two-call world."""
     level = getattr(dit, "module", dit).cfg.draft_level  # DistributedDataParallel wraps the model
-    x, levels, idx, target = draft_targets(teacher, z0, actions, null, cfg, level, gen, amp)
+    x, levels, idx, target = draft_targets(teacher, z0, actions, null, cfg, level, gen, amp, teacher_level)
     dev = z0.device
     with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(x, levels, actions, null)
