@@ -267,13 +267,16 @@ def train_dynamics(
                                              HISTORY: history})
 
     amp = autocast_dtype(device, cfg.precision)
-    teacher = None
+    teacher, teacher_start = None, sampler.start_level
     if cfg.distill_guidance > 0:
         source = cfg.teacher or cfg.init_from
         if not source:
             raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from (or dynamics.train.teacher): "
                              "the model whose guided predictions are distilled (a dynamics checkpoint or a world file)")
-        teacher = load_dynamics(source, device)[0].requires_grad_(False)
+        teacher, teacher_meta = load_dynamics(source, device)
+        teacher.requires_grad_(False)
+        # A two-call teacher of a one-call student plays each frame from its own sampler's start level.
+        teacher_start = float((teacher_meta.get("sampler") or {}).get("start_level", sampler.start_level))
         if not distillable(teacher.cfg, model_cfg):
             raise ValueError(f"guidance distillation keeps the architecture (a two-call teacher may teach a one-call "
                              f"world, not the reverse): {source} has {to_dict(teacher.cfg)}, the config asks for "
@@ -293,7 +296,7 @@ def train_dynamics(
 
     def loss_fn(net, batch):
         if teacher is not None:
-            loss, parts = distill_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp)
+            loss, parts = distill_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start)
         else:
             loss, parts = (draft_clip_loss if model_cfg.commit == "draft" else clip_loss)(net, encode, batch, cfg, gen,
                                                                                          device, amp)
@@ -385,14 +388,15 @@ def head_losses(reward, done, batch, w, device, space: str = "symlog") -> tuple[
     return r_loss, d_loss
 
 
-def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None):
-    """Guidance distillation on one batch of clips (guidance_distill.py); the clip's own frames train the heads."""
+def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None, teacher_start=None):
+    """Guidance distillation on one batch of clips (guidance_distill.py); the clip's own frames train the heads.
+    ``teacher_start``: the start level a two-call teacher of a one-call student plays from (default: the sampler's)."""
     z0 = latents_of(batch, encode, device)
     null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
     null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
     if getattr(dit, "module", dit).cfg.commit == "draft":
         guided, reward, done = draft_distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg, gen, amp,
-                                                  sampler.start_level)
+                                                  sampler.start_level if teacher_start is None else teacher_start)
     else:
         guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
                                             sampler.start_level, gen, amp)
