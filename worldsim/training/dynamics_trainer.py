@@ -388,15 +388,15 @@ def head_losses(reward, done, batch, w, device, space: str = "symlog") -> tuple[
     return r_loss, d_loss
 
 
-def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None, teacher_start=None):
+def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start: float):
     """Guidance distillation on one batch of clips (guidance_distill.py); the clip's own frames train the heads.
-    ``teacher_start``: the start level a two-call teacher of a one-call student plays from (default: the sampler's)."""
+    ``teacher_start``: the start level a two-call teacher of a one-call student plays from."""
     z0 = latents_of(batch, encode, device)
     null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
     null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
     if getattr(dit, "module", dit).cfg.commit == "draft":
         guided, reward, done = draft_distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg, gen, amp,
-                                                  sampler.start_level if teacher_start is None else teacher_start)
+                                                  teacher_start)
     else:
         guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
                                             sampler.start_level, gen, amp)
