@@ -41,6 +41,31 @@ def test_cached_generation_equals_uncached_forward(shift, pool):
             torch.testing.assert_close(d, rd[:, -1:], rtol=1e-4, atol=1e-5)
 
 
+def test_a_bfloat16_cache_gives_the_uncached_forward_within_its_precision():
+    # Worlds at different frame indices write different slots; a wrong slot or mask would be far off.
+    m, b, w = make(), 3, CFG.window
+    n = 2 * w + 1
+    lat, acts = torch.randn(b, n, 4, 8, 8), torch.randint(0, 3, (b, n))
+    cache = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, w, CFG.tokens_per_frame, dtype=torch.bfloat16)
+    assert cache.attention_mask(torch.zeros(b, dtype=torch.long)).dtype == torch.bfloat16
+    offset = torch.tensor([0, 1, 3])
+    with torch.no_grad():
+        for t in range(n):
+            tt = offset + t
+            before = cache.k.clone()
+            m.step(lat[:, t : t + 1], torch.full((b, 1), 0.1), acts[:, t : t + 1], tt, cache, commit=True)
+            changed = (cache.k != before).any(dim=(0, 2, 4)).view(b, w + 1, -1).any(-1)  # (B, slots)
+            for i in range(b):  # of the W slots only each world's own slot t % W moved (the last is scratch)
+                assert changed[i, :w].nonzero().flatten().tolist() == [int(tt[i]) % w]
+        noisy = lat[:, -1:] + 0.3
+        v, r, _ = m.step(noisy, torch.full((b, 1), 0.7), acts[:, -1:], offset + n, cache)
+        levels = torch.full((b, n + 1), 0.1)
+        levels[:, -1] = 0.7
+        rv, rr, _ = m(torch.cat([lat, noisy], 1), levels, torch.cat([acts, acts[:, -1:]], 1))
+    torch.testing.assert_close(v, rv[:, -1:], rtol=0.05, atol=0.03)
+    torch.testing.assert_close(r, rr[:, -1:], rtol=0.05, atol=0.03)
+
+
 def test_attention_is_causal_and_windowed():
     m, t = make(), 10
     lat, acts, lv = torch.randn(1, t, 4, 8, 8), torch.randint(0, 3, (1, t)), torch.rand(1, t)

@@ -28,9 +28,28 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): there bfloat16 attention is faster than
+    float32, as well as the linear layers (BENCHMARKS.md, "The batched world's attention in bfloat16")."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cache_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The KV cache's and attention's dtype under a DiT of ``dtype``: the DiT's own on a GPU and on a CPU with
+    AMX; float32 on other CPUs, where bf16 attention measured slower than float32 (BENCHMARKS.md, "Batched
+    world for agents", an AVX-512 BF16 CPU without AMX)."""
+    if device.type == "cpu" and dtype != torch.float32 and not cpu_has_amx():
+        return torch.float32
+    return dtype
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """The DiT's dtype when the user leaves it to us (``dtype=auto``): bfloat16 on a GPU and on a CPU with native
-    bf16 (the simulator keeps attention and the KV cache float32 there), float32 otherwise."""
+    bf16 (:func:`cache_dtype` says what attention runs in there), float32 otherwise."""
     if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
         return torch.bfloat16
     return torch.float32

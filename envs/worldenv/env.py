@@ -33,8 +33,8 @@ class WorldModelEnv(gym.Env):
         truncated after max_episode_steps (default: the source env's limit); predicted termination
         probabilities at or above termination_threshold end the episode; compile runs the model step through
         torch.compile (slow first steps, then faster); dtype of the DiT: auto (bfloat16 on CUDA and on a CPU
-        with native bf16 (AVX-512 BF16 / AMX), else float32), float32 or bfloat16 (on a CPU its attention and cache
-        stay float32); observation:
+        with native bf16 (AVX-512 BF16 / AMX), else float32), float32 or bfloat16 (on a CPU without AMX its attention and
+        cache stay float32); observation:
         frames (uint8 (H, W, 3)) or latents (the world's normalised latent frame, float32 (C, h, w): no VAE
         decode, nothing to render); window: frames each new frame attends to (default: the world's; 8 matched
         16 on the shipped world's fidelity at a lower cost)."""

@@ -46,21 +46,27 @@ class KVCache(nn.Module):
         return self.k[i], self.v[i]
 
     def attention_mask(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, 1, L, (W+1)*L) bool for frame t (B,): past slots inside the window, then the frame itself (scratch)."""
+        """(B, 1, L, (W+1)*L) additive mask in the cache's dtype for frame t (B,): 0 on the past slots inside the
+        window and on the frame itself (scratch), -inf elsewhere. Additive, made once per step: attention given a
+        bool mask converts it to this form in every layer. A row is never all -inf (the frame sees itself)."""
         f = self.slot_frame
         valid = (f < t[:, None]) & (f > (t - self.window)[:, None])  # (B, W)
         valid = valid[:, :, None].expand(-1, -1, self.tokens).reshape(len(t), -1)
         own = torch.ones(len(t), self.tokens, dtype=torch.bool, device=t.device)
-        mask = torch.cat([valid, own], dim=1)  # (B, W*L + L)
+        keep = torch.cat([valid, own], dim=1)  # (B, W*L + L)
+        mask = torch.zeros(keep.shape, dtype=self.k.dtype, device=t.device).masked_fill_(~keep, float("-inf"))
         return mask[:, None, None, :].expand(-1, 1, self.tokens, -1)
 
     def write(self, t: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Store frame t's (B,) keys/values, one (k, v) of (B, H, L, hd) per layer, in slot t % W."""
         slot = torch.remainder(t, self.window)  # (B,)
-        idx = slot[:, None] * self.tokens + self.offsets  # (B, L)
-        b, h, _, d = self.k.shape[1:]
-        idx = idx[:, None, :, None].expand(b, h, self.tokens, d)
+        worlds = torch.arange(len(t), device=t.device)
+        depth, b, h, _, d = self.k.shape
+        # Indexed writes into the (B, H, W+1, L, hd) view: only the frame's rows move (a scatter_ of a bfloat16
+        # buffer copied the whole layer).
+        keys = self.k.view(depth, b, h, self.window + 1, self.tokens, d)
+        values = self.v.view(depth, b, h, self.window + 1, self.tokens, d)
         for i, (k, v) in enumerate(kv):
-            self.k[i].scatter_(2, idx, k.to(self.k.dtype))
-            self.v[i].scatter_(2, idx, v.to(self.v.dtype))
-        self.slot_frame.scatter_(1, slot[:, None], t[:, None])
+            keys[i, worlds, :, slot] = k.to(self.k.dtype)
+            values[i, worlds, :, slot] = v.to(self.v.dtype)
+        self.slot_frame[worlds, slot] = t

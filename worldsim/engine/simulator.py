@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from worldsim.device import cache_dtype
 from worldsim.diffusion.flow import add_noise, timesteps
 from worldsim.engine.kv_cache import KVCache
 from worldsim.engine.latent_space import LatentNorm
@@ -40,9 +41,7 @@ class Simulator:
         self.device, self.dtype = p.device, p.dtype
         c = dit.cfg
         self.norm = LatentNorm(latent_mean, latent_std, c.latent_channels, self.device)
-        # On a CPU the cache and attention stay float32 under a bfloat16 DiT: there the bf16 matmuls of the linear
-        # layers are 2.5x faster, while bf16 attention is slower than float32 (BENCHMARKS.md, "Batched world").
-        self.cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        self.cache_dtype = cache_dtype(self.device, self.dtype)
         self.window = self.sampler.fit(c.window)
         if c.commit == "draft" and self.sampler.steps != 1:
             raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "

@@ -194,7 +194,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x, cos, sin, mask, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """x (B, S, D); cos/sin for these S tokens; mask (B|1, 1, S, P + S) bool, True = attend.
+        """x (B, S, D); cos/sin for these S tokens; mask (B|1, 1, S, P + S): bool (True = attend) or
+        additive (0 = attend, -inf = not) in the dtype attention runs in.
         cache: key/value buffers (B, H, P + S, hd) whose last S positions are scratch: these tokens' keys and
         values are written there and attention runs over the buffers in place.
         Returns (out (B, S, D), (k, v) of these tokens)."""
