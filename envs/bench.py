@@ -6,8 +6,8 @@ Sections (``--only a,b``): ``decode`` (streaming VAE decode of one frame, encode
 ``interactive`` (one world: model step + streaming decode, p50/p99 ms and fps, for the
 default world and a larger config; and through the Gymnasium env), ``engine`` (KV cache vs
 recomputing the window at W = 16; frame 50 vs frame N of one rollout, with memory at both),
-``vector`` (the vector env's world-steps/s at N = 1, 16, 256, 1024, and a SyncVectorEnv of 16
-single envs), ``train`` (dynamics training frames/s; on CUDA also model FLOP utilisation against
+``vector`` (the vector env's world-steps/s at N = 1, 16, 256, 1024: as it comes, with latent
+observations, at stage=agent's window, in float32; and a SyncVectorEnv of 16 single envs), ``train`` (dynamics training frames/s; on CUDA also model FLOP utilisation against
 the measured bf16 matmul rate), ``load`` (what checking files costs). Weights are random unless
 ``--world`` is given: speed does not depend on them. The core's parts are in :mod:`worldsim.bench`;
 the parts that step Gymnasium envs are here.
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from envs.agent.training import AgentTrainConfig
 from worldsim.bench import (
     LARGE,
     bench_engine,
@@ -107,6 +108,10 @@ def bench_vector(world_path: Path, device: torch.device, sizes: list[int], iters
     trained, skip = world.dit.cfg.window, int(source_value(world.source, "frame_skip"))
     variants = {"": {}, "latents_": {"observation": "latents"},
                 "float32_trained_window_": {"dtype": "float32", "window": trained}}
+    # What stage=agent steps: latent observations at the agent's window (8 by default; fidelity as at 16).
+    agent_window = AgentTrainConfig.window
+    if agent_window is not None and agent_window < trained:
+        variants["agent_window_latents_"] = {"observation": "latents", "window": agent_window}
     if compile:
         variants["compiled_latents_"] = {"observation": "latents", "compile": True}
     for n in sizes:
