@@ -7,7 +7,8 @@ Sections (``--only a,b``): ``decode`` (streaming VAE decode of one frame, encode
 default world and a larger config; and through the Gymnasium env), ``engine`` (KV cache vs
 recomputing the window at W = 16; frame 50 vs frame N of one rollout, with memory at both),
 ``vector`` (the vector env's world-steps/s at N = 1, 16, 256, 1024: as it comes, with latent
-observations, at stage=agent's window, in float32; and a SyncVectorEnv of 16 single envs), ``train`` (dynamics training frames/s; on CUDA also model FLOP utilisation against
+observations, at stage=agent's window, in float32; and a SyncVectorEnv of 16 single envs),
+``train`` (dynamics training frames/s; on CUDA also model FLOP utilisation against
 the measured bf16 matmul rate), ``load`` (what checking files costs). Weights are random unless
 ``--world`` is given: speed does not depend on them. The core's parts are in :mod:`worldsim.bench`;
 the parts that step Gymnasium envs are here.

@@ -30,7 +30,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): there bfloat16 attention is faster than
-    float32, as well as the linear layers (BENCHMARKS.md, "The batched world's attention in bfloat16")."""
+    float32, as well as the linear layers (BENCHMARKS.md, "The batched world's attention")."""
     cpu = getattr(torch, "cpu", None)
     try:
         return bool(cpu._is_amx_tile_supported())

@@ -66,9 +66,9 @@ class AgentTrainConfig:
     """Data episodes the start clips are cut from (one clip every ``start_every`` frames)."""
     start_every: int = 25
     dtype: str = "auto"
-    """The world's DiT dtype: ``auto`` is bf16 on a GPU or a CPU with native bf16 (attention in bf16 too on a CPU with
-    AMX, float32 on other CPUs; bf16 matched fp32 fidelity, BENCHMARKS.md) and float32 elsewhere: emulated bf16 on an AVX2-only CPU
-    made a Boxing world step 4x slower (10 decisions/s against 37 in float32 at 64 worlds)."""
+    """The world's DiT dtype: ``auto`` is bf16 on a GPU or a CPU with native bf16 (attention in bf16 too on a CPU
+    with AMX, float32 on other CPUs; bf16 matched fp32 fidelity, BENCHMARKS.md) and float32 elsewhere: emulated
+    bf16 on an AVX2-only CPU made a Boxing world step 4x slower (10 decisions/s against 37 in float32 at 64 worlds)."""
     window: int | None = 8
     """Frames the world attends to (None: the world's own). 8, not the shipped world's 16: fidelity as good
     and a faster step (BENCHMARKS.md)."""
