@@ -18,24 +18,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def _cpu_feature(probe: str) -> bool:
+    """One of torch.cpu's private feature probes; a torch without it gets the safe answer (False)."""
+    try:
+        return bool(getattr(torch.cpu, probe)())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX). There a bfloat16 DiT's linear layers
     run about 2.5x faster than float32 (BENCHMARKS.md); elsewhere bf16 is emulated and slower."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # private probes: a torch without them gets the safe answer
-        return False
+    return _cpu_feature("_is_avx512_bf16_supported") or cpu_has_amx()
 
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): there bfloat16 attention is faster than
     float32, as well as the linear layers (BENCHMARKS.md, "The batched world's attention")."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return _cpu_feature("_is_amx_tile_supported")
 
 
 def cache_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:

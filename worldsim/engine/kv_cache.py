@@ -26,7 +26,7 @@ class KVCache(nn.Module):
         # Frame index held by each slot of each world; a very negative index means empty.
         self.register_buffer("slot_frame", torch.full((batch, window), -(2**62), dtype=torch.long, device=device),
                              persistent=False)
-        self.register_buffer("offsets", torch.arange(tokens, device=device), persistent=False)
+        self.register_buffer("rows", torch.arange(batch, device=device), persistent=False)  # each world's index, for write
 
     def reset(self, worlds: torch.Tensor | None = None) -> None:
         """Forget the frames of ``worlds`` (B,) bool, or of all worlds."""
@@ -60,13 +60,12 @@ class KVCache(nn.Module):
     def write(self, t: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Store frame t's (B,) keys/values, one (k, v) of (B, H, L, hd) per layer, in slot t % W."""
         slot = torch.remainder(t, self.window)  # (B,)
-        worlds = torch.arange(len(t), device=t.device)
         depth, b, h, _, d = self.k.shape
         # Indexed writes into the (B, H, W+1, L, hd) view: only the frame's rows move (a scatter_ of a bfloat16
         # buffer copied the whole layer).
         keys = self.k.view(depth, b, h, self.window + 1, self.tokens, d)
         values = self.v.view(depth, b, h, self.window + 1, self.tokens, d)
         for i, (k, v) in enumerate(kv):
-            keys[i, worlds, :, slot] = k.to(self.k.dtype)
-            values[i, worlds, :, slot] = v.to(self.v.dtype)
-        self.slot_frame[worlds, slot] = t
+            keys[i, self.rows, :, slot] = k.to(self.k.dtype)
+            values[i, self.rows, :, slot] = v.to(self.v.dtype)
+        self.slot_frame[self.rows, slot] = t
