@@ -241,12 +241,39 @@ def test_the_heads_refit_trains_only_the_heads_of_the_fine_tuned_world_and_expor
                                               strict=True)] == [True] * len(before.vae.state_dict())
 
 
-def test_the_heads_share_counts_in_the_rounds_minutes():
+def test_the_guidance_step_distils_the_fine_tuned_world_into_itself_and_exports_over_it(
+        tiny_world, carracing_data, tmp_path):
+    from envs.loop.run import _distill_guidance
+    from worldsim.training.budget import Budget
+    from worldsim.world import load_world
+
+    world = tmp_path / "round-1" / "tiny.safetensors"
+    world.parent.mkdir()
+    shutil.copy(tiny_world, world)
+    dyn, _, _ = _configs()
+    before = load_world(world)
+    gdir = tmp_path / "round-1" / "guidance"
+    cfg = _loop(1, guidance_steps=2, guidance_scale=3.0)
+    steps = _distill_guidance(cfg, dyn, world, before.sampler, carracing_data, gdir, "tiny", "cpu", Budget(), Budget())
+    after = load_world(world)
+    last = after.meta["history"][-1]
+    assert steps == 2 and last["steps"] == [0, 2] and last["distill_guidance"] == 3.0
+    old, new = dict(before.dit.named_parameters()), dict(after.dit.named_parameters())
+    assert any(not torch.equal(old[n], new[n]) for n in old)  # the frames' network learned
+    assert after.sampler == before.sampler  # still one call per sampling step: guidance 1
+
+
+def test_the_heads_and_guidance_shares_count_in_the_rounds_minutes():
     from envs.loop.config import LoopConfig
 
     LoopConfig(head_steps=0, world_share=0.5, agent_share=0.5, head_share=0.2).validate()  # no heads: not counted
     with pytest.raises(ValueError, match="head_share"):
         LoopConfig(head_steps=10, world_share=0.5, agent_share=0.4, head_share=0.2).validate()
+    LoopConfig(guidance_steps=0, world_share=0.5, agent_share=0.5, guidance_share=0.2).validate()
+    with pytest.raises(ValueError, match="guidance_share"):
+        LoopConfig(guidance_steps=10, world_share=0.5, agent_share=0.4, guidance_share=0.2).validate()
+    with pytest.raises(ValueError, match="guidance_scale"):
+        LoopConfig(guidance_steps=10, guidance_scale=0.0).validate()
 
 
 def test_a_heads_refit_to_the_sign_reward_makes_a_world_that_pays_minus_one_zero_or_one(

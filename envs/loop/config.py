@@ -55,6 +55,15 @@ class LoopConfig:
     (the car leaves the map: -100), a few dozen clips among ~100k; CarRacing's done head, fine-tuned without this,
     logged a termination loss of 0.0 (it never saw one). At 50 over ~280 steps it moved (the probability at the
     terminal frame 1e-19 -> 1e-9) but not to 0.5: pair it with ``head_steps``."""
+    guidance_steps: int = 0
+    """After the fine-tune (before the heads), this many steps of guidance distillation of the fine-tuned world into
+    itself at ``guidance_scale`` (``dynamics.train.distill_guidance``; 0: none), the agent's episodes drawn
+    ``agent_data_weight`` times as often. The fine-tune learns from the data by plain flow matching, which undoes
+    part of a key response that guidance distillation had put in the weights: Boxing's ``boxing-gd`` lost 0.98 ->
+    0.93 of the game's key response in a 400-step round, and the shipped world's key test failed on it."""
+    guidance_scale: float = 1.5
+    guidance_share: float = 0.15
+    """The guidance step's share of the round's minutes (on top of ``world_share``; with ``guidance_steps``)."""
     head_steps: int = 0
     """After the fine-tune, this many steps that train only the reward and termination heads on the fine-tuned
     (frozen) world, at ``head_lr`` with the agent's episodes drawn ``head_agent_weight`` times as often (0: none).
@@ -113,8 +122,13 @@ class LoopConfig:
             raise ValueError(f"loop.terminal_weight must be above 0 (1: clips alike), got {self.terminal_weight}")
         if self.head_steps < 0 or self.head_lr <= 0 or self.head_agent_weight < 0:
             raise ValueError("loop.head_steps must be >= 0, head_lr above 0 and head_agent_weight >= 0")
+        if self.guidance_steps < 0 or not self.guidance_scale > 0:
+            raise ValueError("loop.guidance_steps must be >= 0 and guidance_scale above 0 (1: the world's own key "
+                             f"response kept), got {self.guidance_steps} and {self.guidance_scale}")
         heads = self.head_share if self.head_steps else 0.0
+        guidance = self.guidance_share if self.guidance_steps else 0.0
         if not (0 < self.world_share and 0 < self.agent_share and (not self.head_steps or 0 < self.head_share)
-                and self.world_share + self.agent_share + heads <= 1):
-            raise ValueError("loop.world_share and agent_share (and head_share, with head_steps) must be above 0 and "
-                             "add up to at most 1")
+                and (not self.guidance_steps or 0 < self.guidance_share)
+                and self.world_share + self.agent_share + heads + guidance <= 1):
+            raise ValueError("loop.world_share and agent_share (and head_share with head_steps, guidance_share with "
+                             "guidance_steps) must be above 0 and add up to at most 1")

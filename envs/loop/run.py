@@ -6,7 +6,9 @@ Round k, in ``run_dir/loop/round-k/``:
                  with the round (:mod:`envs.loop.play`). Round 1 without a starting agent plays nothing.
   (b) ``world``  the world is fine-tuned from the previous round's (``loop.world_from=start``: from the loop's
                  first world) on all the data, the agent's episodes drawn ``loop.agent_data_weight`` times as
-                 often; exported as ``round-k/<world>.safetensors``.
+                 often; exported as ``round-k/<world>.safetensors``. Then, optionally, action guidance distilled
+                 back into it (``loop.guidance_steps``) and its reward and termination heads refitted
+                 (``loop.head_steps``).
   (c) ``agent``  the agent continues training in that world (``agent.train.init_from`` the previous agent);
                  ``round-k/<world>-agent.safetensors``. With ``loop.select_episodes``, ``select`` then lets it go
                  on only where it drives the real game at least as well as the agent it started from
@@ -260,6 +262,13 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                 w = {"world_file": _rel(out, folder), "steps": load_world(out).meta.get("dynamics_step"),
                      "from": _rel(base, folder), "agent_data_weight": cfg.agent_data_weight,
                      "terminal_weight": cfg.terminal_weight}
+                if cfg.guidance_steps:
+                    print(f"round {k}: guidance {cfg.guidance_scale} distilled into the fine-tuned world for "
+                          f"{cfg.guidance_steps} steps", flush=True)
+                    w["guidance_steps"] = _distill_guidance(cfg, dynamics_train, Path(out), prev.sampler, data_dir,
+                                                            rounds.dir(k) / "guidance", name, device, budget,
+                                                            _share(round_budget, cfg, cfg.guidance_share))
+                    w["guidance_scale"] = cfg.guidance_scale
                 if cfg.head_steps:
                     heads_train = replace(dynamics_train, terminal_weight=cfg.terminal_weight)
                     w["head_steps"] = _refit_heads(cfg, heads_train, Path(out), data_dir, rounds.dir(k) / "heads",
@@ -351,17 +360,43 @@ def _select(cfg: LoopConfig, rounds: Rounds, k: int, folder: Path, a: dict, worl
     return str(_abs(s["kept"], folder)), s
 
 
+def _fresh_after(folder: Path, world_out: Path) -> None:
+    """Start a step of the world phase afresh (its run folder emptied) when the file it continues, ``world_out``,
+    is newer than the step's saved state: the fine-tune was resumed and exported again, so the step runs from that
+    export, not from an older one."""
+    state = folder / "dynamics_state.safetensors"
+    if state.exists() and state.stat().st_mtime < world_out.stat().st_mtime:
+        for f in folder.iterdir():
+            if f.is_file():
+                f.unlink()
+
+
+def _distill_guidance(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out: Path, sampler, data_dir: Path,
+                      gdir: Path, name: str, device, process: Budget, share: Budget) -> int:
+    """The world phase's guidance step (``loop.guidance_steps``): the fine-tuned world ``world_out`` learns, at
+    sampler guidance 1, what it predicts under action guidance ``loop.guidance_scale`` (its own frozen copy teaches
+    it), and is exported over ``world_out`` -> the steps made (0 where its share ran out before a save)."""
+    _fresh_after(gdir, world_out)
+    fine = load_world(world_out)
+    tcfg = replace(dynamics_train, steps=cfg.guidance_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
+                   init_from=str(world_out), teacher=None, distill_guidance=cfg.guidance_scale,
+                   agent_data_weight=cfg.agent_data_weight, terminal_weight=cfg.terminal_weight,
+                   ema_decay=cfg.world_ema_decay, pre_encode=False, train_only="all",
+                   eval_every=min(dynamics_train.eval_every, cfg.guidance_steps))
+    _stage(process, train_dynamics, fine.dit.cfg, tcfg, sampler, data_dir, gdir, torch.device(device), budget=share)
+    if not (gdir / "dynamics.safetensors").exists():
+        return 0
+    export_world(ExportConfig(out=str(world_out), overwrite=True), data_dir, gdir, sampler, name)
+    return int(load_world(world_out).meta.get("dynamics_step") or 0)
+
+
 def _refit_heads(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out: Path, data_dir: Path,
                  hdir: Path, device, process: Budget, share: Budget) -> int:
     """The world phase's second step (``loop.head_steps``): the heads of the fine-tuned world ``world_out`` trained
     on its frozen network (envs/loop/heads.py) and exported over it -> the steps made. The heads' run folder starts
     afresh whenever the fine-tune's export is newer than it (a fine-tune resumed and exported again is refitted
     from its own export, not from an older one)."""
-    state = hdir / "dynamics_state.safetensors"
-    if state.exists() and state.stat().st_mtime < world_out.stat().st_mtime:
-        for f in hdir.iterdir():
-            if f.is_file():
-                f.unlink()
+    _fresh_after(hdir, world_out)
     made = _stage(process, refit_heads, world_out, data_dir, hdir, world_out, dynamics_train, steps=cfg.head_steps,
                   lr=cfg.head_lr, agent_weight=cfg.head_agent_weight, warmup=cfg.world_warmup,
                   ema_decay=cfg.world_ema_decay, reward_space=cfg.head_reward_space, device=device, budget=share,
