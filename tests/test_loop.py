@@ -217,17 +217,24 @@ def test_the_world_fine_tune_encodes_the_whole_dataset_only_when_its_steps_read_
     assert not _pre_encode(replace(dyn, pre_encode=False), many, carracing_data)  # the user's no stands
 
 
+def _round_world(tiny_world, tmp_path):
+    """A round's fine-tuned world (a copy of the tiny world in round-1/) -> (its path, the dynamics settings, the
+    world as loaded before a step changes it)."""
+    from worldsim.world import load_world
+
+    world = tmp_path / "round-1" / "tiny.safetensors"
+    world.parent.mkdir()
+    shutil.copy(tiny_world, world)
+    return world, _configs()[0], load_world(world)
+
+
 def test_the_heads_refit_trains_only_the_heads_of_the_fine_tuned_world_and_exports_over_it(
         tiny_world, carracing_data, tmp_path):
     from envs.loop.run import _refit_heads
     from worldsim.training.budget import Budget
     from worldsim.world import load_world
 
-    world = tmp_path / "round-1" / "tiny.safetensors"
-    world.parent.mkdir()
-    shutil.copy(tiny_world, world)
-    dyn, _, _ = _configs()
-    before = load_world(world)
+    world, dyn, before = _round_world(tiny_world, tmp_path)
     steps = _refit_heads(_loop(1, head_steps=2, head_lr=1e-2), dyn, world, carracing_data,
                          tmp_path / "round-1" / "heads", "cpu", Budget(), Budget())
     after = load_world(world)
@@ -247,11 +254,7 @@ def test_the_guidance_step_distils_the_fine_tuned_world_into_itself_and_exports_
     from worldsim.training.budget import Budget
     from worldsim.world import load_world
 
-    world = tmp_path / "round-1" / "tiny.safetensors"
-    world.parent.mkdir()
-    shutil.copy(tiny_world, world)
-    dyn, _, _ = _configs()
-    before = load_world(world)
+    world, dyn, before = _round_world(tiny_world, tmp_path)
     gdir = tmp_path / "round-1" / "guidance"
     cfg = _loop(1, guidance_steps=2, guidance_scale=3.0)
     steps = _distill_guidance(cfg, dyn, world, before.sampler, carracing_data, gdir, "tiny", "cpu", Budget(), Budget())
@@ -260,7 +263,7 @@ def test_the_guidance_step_distils_the_fine_tuned_world_into_itself_and_exports_
     assert steps == 2 and last["steps"] == [0, 2] and last["distill_guidance"] == 3.0
     old, new = dict(before.dit.named_parameters()), dict(after.dit.named_parameters())
     assert any(not torch.equal(old[n], new[n]) for n in old)  # the frames' network learned
-    assert after.sampler == before.sampler  # still one call per sampling step: guidance 1
+    assert after.sampler == before.sampler.override(guidance=1.0)  # one call per sampling step: the guidance is in it
 
 
 def test_the_heads_and_guidance_shares_count_in_the_rounds_minutes():

@@ -375,7 +375,8 @@ def _distill_guidance(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, worl
                       gdir: Path, name: str, device, process: Budget, share: Budget) -> int:
     """The world phase's guidance step (``loop.guidance_steps``): the fine-tuned world ``world_out`` learns, at
     sampler guidance 1, what it predicts under action guidance ``loop.guidance_scale`` (its own frozen copy teaches
-    it), and is exported over ``world_out`` -> the steps made (0 where its share ran out before a save)."""
+    it), and is exported over ``world_out`` at sampler guidance 1 (the guidance is then in its weights) -> the steps
+    made (0 where its share ran out before a save)."""
     _fresh_after(gdir, world_out)
     fine = load_world(world_out)
     tcfg = replace(dynamics_train, steps=cfg.guidance_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
@@ -386,7 +387,7 @@ def _distill_guidance(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, worl
     _stage(process, train_dynamics, fine.dit.cfg, tcfg, sampler, data_dir, gdir, torch.device(device), budget=share)
     if not (gdir / "dynamics.safetensors").exists():
         return 0
-    export_world(ExportConfig(out=str(world_out), overwrite=True), data_dir, gdir, sampler, name)
+    export_world(ExportConfig(out=str(world_out), overwrite=True), data_dir, gdir, sampler.override(guidance=1.0), name)
     return int(load_world(world_out).meta.get("dynamics_step") or 0)
 
 
