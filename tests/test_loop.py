@@ -257,7 +257,7 @@ def test_the_guidance_step_distils_the_fine_tuned_world_into_itself_and_exports_
     world, dyn, before = _round_world(tiny_world, tmp_path)
     gdir = tmp_path / "round-1" / "guidance"
     cfg = _loop(1, guidance_steps=2, guidance_scale=3.0)
-    steps = _distill_guidance(cfg, dyn, world, before.sampler, carracing_data, gdir, "tiny", "cpu", Budget(), Budget())
+    steps = _distill_guidance(cfg, dyn, before, world, carracing_data, gdir, "tiny", "cpu", Budget(), Budget())
     after = load_world(world)
     last = after.meta["history"][-1]
     assert steps == 2 and last["steps"] == [0, 2] and last["distill_guidance"] == 3.0

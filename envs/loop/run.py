@@ -265,7 +265,7 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                 if cfg.guidance_steps:
                     print(f"round {k}: guidance {cfg.guidance_scale} distilled into the fine-tuned world for "
                           f"{cfg.guidance_steps} steps", flush=True)
-                    w["guidance_steps"] = _distill_guidance(cfg, dynamics_train, Path(out), prev.sampler, data_dir,
+                    w["guidance_steps"] = _distill_guidance(cfg, dynamics_train, prev, Path(out), data_dir,
                                                             rounds.dir(k) / "guidance", name, device, budget,
                                                             _share(round_budget, cfg, cfg.guidance_share))
                     w["guidance_scale"] = cfg.guidance_scale
@@ -371,23 +371,25 @@ def _fresh_after(folder: Path, world_out: Path) -> None:
                 f.unlink()
 
 
-def _distill_guidance(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out: Path, sampler, data_dir: Path,
+def _distill_guidance(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, base, world_out: Path, data_dir: Path,
                       gdir: Path, name: str, device, process: Budget, share: Budget) -> int:
-    """The world phase's guidance step (``loop.guidance_steps``): the fine-tuned world ``world_out`` learns, at
-    sampler guidance 1, what it predicts under action guidance ``loop.guidance_scale`` (its own frozen copy teaches
-    it), and is exported over ``world_out`` at sampler guidance 1 (the guidance is then in its weights) -> the steps
-    made (0 where its share ran out before a save)."""
+    """The world phase's guidance step (``loop.guidance_steps``): the fine-tuned world ``world_out`` (the network
+    and sampler of ``base``, the world the fine-tune started from) learns, at sampler guidance 1, what it predicts
+    under action guidance ``loop.guidance_scale`` (its own frozen copy teaches it), and is exported over
+    ``world_out`` at sampler guidance 1 (the guidance is then in its weights) -> the steps made (0 where its share
+    ran out before a save)."""
     _fresh_after(gdir, world_out)
-    fine = load_world(world_out)
     tcfg = replace(dynamics_train, steps=cfg.guidance_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
                    init_from=str(world_out), teacher=None, distill_guidance=cfg.guidance_scale,
                    agent_data_weight=cfg.agent_data_weight, terminal_weight=cfg.terminal_weight,
                    ema_decay=cfg.world_ema_decay, pre_encode=False, train_only="all",
                    eval_every=min(dynamics_train.eval_every, cfg.guidance_steps))
-    _stage(process, train_dynamics, fine.dit.cfg, tcfg, sampler, data_dir, gdir, torch.device(device), budget=share)
+    _stage(process, train_dynamics, base.dit.cfg, tcfg, base.sampler, data_dir, gdir, torch.device(device),
+           budget=share)
     if not (gdir / "dynamics.safetensors").exists():
         return 0
-    export_world(ExportConfig(out=str(world_out), overwrite=True), data_dir, gdir, sampler.override(guidance=1.0), name)
+    export_world(ExportConfig(out=str(world_out), overwrite=True), data_dir, gdir, base.sampler.override(guidance=1.0),
+                 name)
     return int(load_world(world_out).meta.get("dynamics_step") or 0)
 
 
