@@ -155,3 +155,45 @@ def test_a_two_call_teacher_teaches_a_one_call_world_its_engine_step():
     draft = replace(CFG, commit="draft", draft_level=0.5)
     assert distillable(CFG, draft) and distillable(draft, draft) and distillable(CFG, CFG)
     assert not distillable(draft, CFG) and not distillable(CFG, replace(draft, dim=64))
+
+
+def _fine_tune(anchor_weight: float, agent: bool = False, steps: int = 200) -> tuple[DiT, DiT, list[float]]:
+    """``steps`` of flow matching from a copy of the teacher on clips whose frames ignore the actions (the data
+    says the keys do nothing), anchored to the teacher at ``anchor_weight`` -> (teacher, student, anchor losses)."""
+    from types import SimpleNamespace
+
+    from worldsim.training.dynamics_trainer import anchored_clip_loss
+
+    t_model = teacher().requires_grad_(False)
+    student = copy.deepcopy(t_model).train().requires_grad_(True)
+    cfg = replace(DynamicsTrainConfig(), anchor_weight=anchor_weight, distill_branches=3, anchor_agent_data=False)
+    gen = torch.Generator().manual_seed(0)
+    b, t = 4, 6
+    batch = {"latents": torch.randn(b, t, 4, 8, 8), "actions": torch.randint(0, 3, (b, t)), "start": torch.ones(b),
+             "rewards": torch.zeros(b, t), "terminated": torch.zeros(b, t, dtype=torch.bool),
+             "agent": torch.full((b,), agent)}
+    opt = torch.optim.Adam(student.parameters(), lr=2e-3)
+    anchors = []
+    for _ in range(steps):
+        batch["actions"] = torch.randint(0, 3, (b, t), generator=gen)
+        loss, parts = anchored_clip_loss(student, t_model, None, batch, cfg, SimpleNamespace(start_level=0.8), gen,
+                                         torch.device("cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        anchors.append(float(parts["anchor"]))
+    return t_model, student.eval(), anchors
+
+
+def test_an_anchored_fine_tune_keeps_the_key_response_plain_flow_matching_loses():
+    """Fine-tuning on data where the keys do nothing: plain flow matching (weight 0) drives the action effect
+    down; anchored to the teacher, the student keeps it. On agent-played clips with ``anchor_agent_data`` off,
+    the anchor does not apply and the student learns exactly what plain flow matching does."""
+    z = torch.randn(2, 6, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t_model, plain, _ = _fine_tune(0.0, agent=True)  # no clip anchored: plain flow matching
+    _, anchored, anchors = _fine_tune(10.0)
+    _, agent_only, agent_anchors = _fine_tune(10.0, agent=True)
+    start, lost, kept = (action_effect(m, z, 0.5) for m in (t_model, plain, anchored))
+    assert lost < 0.6 * start and kept > 0.8 * start and kept > 1.5 * lost, (start, lost, kept)
+    assert max(agent_anchors) == 0.0 and max(anchors) > 0.0
+    assert all(torch.equal(p, q) for p, q in zip(agent_only.parameters(), plain.parameters()))

@@ -67,6 +67,14 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
               f"data_dir={data}", f"run_dir={distilled}", "world.max_episode_steps=20")
     assert f"initialised from {world_file}" in out and '"guided"' in (distilled / "dynamics_log.jsonl").read_text()
     assert load_dynamics(distilled / "dynamics.safetensors")[1]["step"] == 2
+    # A fine-tune anchored to the world it starts from: both losses logged, the anchor in the ledger.
+    anchored = tmp_path / "anchored"
+    run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",
+        f"dynamics.train.init_from={world_file}", "dynamics.train.anchor_weight=2", "dynamics.train.log_every=1",
+        f"data_dir={data}", f"run_dir={anchored}", "world.max_episode_steps=20")
+    rows = [json.loads(r) for r in (anchored / "dynamics_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "anchor" in r and r["flow"] > 0] == [1, 2]
+    assert load_dynamics(anchored / "dynamics.safetensors")[1]["history"][-1]["anchor_weight"] == 2
     # The two-call world teaches a one-call (commit=draft) student, named as the teacher.
     drafted = tmp_path / "drafted"
     run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",

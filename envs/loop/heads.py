@@ -38,7 +38,7 @@ def refit_heads(world_file: str | Path, data_dir: str | Path, run_dir: str | Pat
     model = prev.dit.cfg if reward_space is None else replace(prev.dit.cfg, reward_space=reward_space)
     model.validate()
     hcfg = replace(train, steps=steps, lr=lr, warmup=min(warmup, steps), init_from=str(world_file),
-                   agent_data_weight=agent_weight, distill_guidance=0.0, ema_decay=ema_decay, pre_encode=False,
+                   agent_data_weight=agent_weight, distill_guidance=0.0, anchor_weight=0.0, ema_decay=ema_decay, pre_encode=False,
                    train_only="heads", eval_every=min(train.eval_every, steps))
     print(f"refitting the reward and termination heads of {world_file} for {steps} steps (lr {lr}, agent "
           f"episodes x{agent_weight}, reward space {model.reward_space})", flush=True)

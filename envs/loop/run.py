@@ -380,7 +380,7 @@ def _distill_guidance(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, base
     ran out before a save)."""
     _fresh_after(gdir, world_out)
     tcfg = replace(dynamics_train, steps=cfg.guidance_steps, lr=cfg.world_lr, warmup=cfg.world_warmup,
-                   init_from=str(world_out), teacher=None, distill_guidance=cfg.guidance_scale,
+                   init_from=str(world_out), teacher=None, distill_guidance=cfg.guidance_scale, anchor_weight=0.0,
                    agent_data_weight=cfg.agent_data_weight, terminal_weight=cfg.terminal_weight,
                    ema_decay=cfg.world_ema_decay, pre_encode=False, train_only="all",
                    eval_every=min(dynamics_train.eval_every, cfg.guidance_steps))

@@ -136,9 +136,9 @@ class ClipDataset(Dataset):
     """Contiguous clips of ``length`` steps; a clip never spans two episodes.
 
     Items are dicts of tensors: ``frames`` uint8 (L, H, W, 3), ``actions`` (L, ...),
-    ``rewards`` float32 (L,), ``terminated`` / ``truncated`` bool (L,), and ``start``
-    (the step in its episode where the clip begins). Only the
-    clip's bytes are read from disk.
+    ``rewards`` float32 (L,), ``terminated`` / ``truncated`` bool (L,), ``start``
+    (the step in its episode where the clip begins) and ``agent`` (bool: an agent played the episode, its
+    shard's ``source["policy"]`` is ``agent``). Only the clip's bytes are read from disk.
     """
 
     def __init__(
@@ -154,6 +154,7 @@ class ClipDataset(Dataset):
         """``latents``: a :class:`~worldsim.data.latents.LatentStore`; items then carry ``latents`` float32
         (L, C, h, w) too (leave ``frames`` out of ``fields`` to skip reading them)."""
         self.data, self.length, self.fields, self.latents = data, length, fields, latents
+        self._by_agent = [str(sh.source.get("policy")) == "agent" for sh in data.shards]
         self.items: list[tuple[EpisodeRef, int]] = []
         for ref in data.episodes(split, heldout_every):
             self.items.extend((ref, s) for s in range(0, ref.length - length + 1, stride))
@@ -190,4 +191,5 @@ class ClipDataset(Dataset):
         if self.latents is not None:
             item["latents"] = torch.from_numpy(np.ascontiguousarray(self.latents.read(ref, start, start + self.length)))
         item["start"] = torch.tensor(start)  # step of the clip's first frame in its episode (0: a reset frame)
+        item["agent"] = torch.tensor(self._by_agent[ref.shard])
         return item

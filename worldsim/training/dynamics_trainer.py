@@ -120,6 +120,20 @@ class DynamicsTrainConfig:
     distill_start_prob: float = 0.5
     """Guidance distillation: share of branches that start, as the sampler does, from the previous frame
     noised to the sampler's start level (the others: their own frame at a sampled level)."""
+    anchor_weight: float = 0.0
+    """Anchored fine-tuning: above 0, every step adds this weight times the guidance-distillation loss against the
+    teacher (``teacher`` or ``init_from``, frozen) at scale ``anchor_guidance`` on the same clips to the plain
+    flow loss, so a fine-tune on new data keeps what its start did well where the data does not say otherwise.
+    Plain flow matching learns the unguided velocity and so undoes a key response that guidance distillation put
+    in the weights (Boxing's ``boxing-gd``: 0.98 -> 0.93 of the game's in a 400-step loop round, and the shipped
+    world's key test failed on it). Costs a teacher pass and a second student pass a step (about 2.5x the step);
+    not with ``distill_guidance`` (which replaces the flow loss) nor ``commit=draft``."""
+    anchor_guidance: float = 1.0
+    """Anchored fine-tuning: the teacher's guidance scale in the anchor (1: its own predictions)."""
+    anchor_agent_data: bool = True
+    """Anchored fine-tuning: whether the anchor holds on clips of agent-played episodes too; false: only on the
+    others (the driver's), so the agent's episodes are learnt as they are, where the start world was wrong, and
+    the anchor costs only the driver clips' share of a batch."""
 
 
 def distillable(teacher: DiTConfig, student: DiTConfig) -> bool:
@@ -252,7 +266,9 @@ def train_dynamics(
         prior = history_of(read_dynamics(cfg.init_from)[0]) if cfg.init_from else []
     hist = RunHistory("dynamics", run_dir, prior, step, cfg.batch_size * cfg.clip_length * ranks.world_size, device,
                       init_from=cfg.init_from, distill_guidance=cfg.distill_guidance or None,
-                      teacher=cfg.teacher if cfg.distill_guidance > 0 else None,
+                      teacher=cfg.teacher if cfg.distill_guidance > 0 or cfg.anchor_weight > 0 else None,
+                      anchor_weight=cfg.anchor_weight or None,
+                      anchor_guidance=cfg.anchor_guidance if cfg.anchor_weight > 0 else None,
                       train_only=None if cfg.train_only == "all" else cfg.train_only)
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -268,10 +284,16 @@ def train_dynamics(
 
     amp = autocast_dtype(device, cfg.precision)
     teacher, teacher_start = None, sampler.start_level
-    if cfg.distill_guidance > 0:
+    if cfg.anchor_weight < 0:
+        raise ValueError(f"dynamics.train.anchor_weight must be >= 0, got {cfg.anchor_weight}")
+    if cfg.anchor_weight > 0 and (cfg.distill_guidance > 0 or model_cfg.commit == "draft"):
+        raise ValueError("dynamics.train.anchor_weight anchors a two-call world's flow-matching fine-tune; set it to 0 "
+                         "with dynamics.train.distill_guidance (that loss is all teacher already) or a commit=draft world")
+    if cfg.distill_guidance > 0 or cfg.anchor_weight > 0:
         source = cfg.teacher or cfg.init_from
         if not source:
-            raise ValueError("dynamics.train.distill_guidance needs dynamics.train.init_from (or dynamics.train.teacher): "
+            what = "distill_guidance" if cfg.distill_guidance > 0 else "anchor_weight"
+            raise ValueError(f"dynamics.train.{what} needs dynamics.train.init_from (or dynamics.train.teacher): "
                              "the model whose guided predictions are distilled (a dynamics checkpoint or a world file)")
         teacher, teacher_meta = load_dynamics(source, device)
         teacher.requires_grad_(False)
@@ -295,7 +317,9 @@ def train_dynamics(
                                                          weights), num_workers=cfg.loader_workers)
 
     def loss_fn(net, batch):
-        if teacher is not None:
+        if teacher is not None and cfg.anchor_weight > 0:
+            loss, parts = anchored_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp)
+        elif teacher is not None:
             loss, parts = distill_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start)
         else:
             loss, parts = (draft_clip_loss if model_cfg.commit == "draft" else clip_loss)(net, encode, batch, cfg, gen,
@@ -325,8 +349,10 @@ def latent_motion(z: torch.Tensor, threshold: float) -> torch.Tensor:
     return (torch.cat([change[:, :1], change], 1) / threshold).clamp(0, 1)
 
 
-def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
-    z0 = latents_of(batch, encode, device)  # (B, T, C, h, w)
+def clip_loss(dit, encode, batch, cfg, gen, device, amp=None, z0=None):
+    """Flow matching with per-frame levels on a batch of clips; ``z0``: its latents (B, T, C, h, w), when the
+    caller has them already."""
+    z0 = latents_of(batch, encode, device) if z0 is None else z0
     b, t = z0.shape[:2]
     actions = batch["actions"].to(device)
     levels, head_mask = clip_levels(b, t, cfg, gen, device)
@@ -343,6 +369,25 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device, _reward_space(dit))
     loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
+
+
+def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None):
+    """Anchored fine-tuning (``anchor_weight``): the clips' flow-matching loss (:func:`clip_loss`) plus
+    ``anchor_weight`` times the distillation loss of the same clips (the driver's only, without
+    ``anchor_agent_data``; weighted by their share of the batch) against the frozen ``teacher`` at scale
+    ``anchor_guidance``; the heads learn from the clips' frames in the first part only."""
+    z = latents_of(batch, encode, device)
+    loss, parts = clip_loss(dit, encode, batch, cfg, gen, device, amp, z0=z)
+    keep = torch.ones(len(z), dtype=torch.bool) if cfg.anchor_agent_data else ~batch["agent"]
+    if not keep.any():  # a batch of the agent's clips only
+        return loss, {**parts, "anchor": torch.zeros(())}
+    z0 = z[keep.to(z.device)]
+    null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
+    null[:, 0] = batch["start"][keep].to(device) == 0  # nothing led to a reset frame
+    anchor = distill_loss(dit, teacher, z0, batch["actions"][keep].to(device), null, cfg, sampler.start_level, gen,
+                          amp, scale=cfg.anchor_guidance)[0]
+    loss = loss + cfg.anchor_weight * anchor * keep.float().mean().item()
+    return loss, {**parts, "loss": loss.detach(), "anchor": anchor.detach()}
 
 
 def draft_clip_loss(dit, encode, batch, cfg, gen, device, amp=None):

@@ -56,9 +56,10 @@ def guided_targets(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[s
 
 
 def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg,
-                 start_level: float, gen: torch.Generator, amp=None):
+                 start_level: float, gen: torch.Generator, amp=None, scale: float | None = None):
     """z0 (B, T, C, h, w) clean latents of a clip, actions (B, T[, ...]), null (B, T) ->
-    (guided-velocity loss on the branches, the student's reward (B, T) and termination logit (B, T) on the clip)."""
+    (guided-velocity loss on the branches, the student's reward (B, T) and termination logit (B, T) on the clip).
+    ``scale``: the teacher's guidance (default ``cfg.distill_guidance``)."""
     b, t = z0.shape[:2]
     dev = z0.device
     n = min(cfg.distill_branches, t - 1)
@@ -72,7 +73,7 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
     src = torch.where(from_prev[..., None, None, None], z0[:, idx - 1], z0[:, idx])
     branches = {"x": add_noise(src, blv, torch.randn(src.shape, generator=gen).to(dev)), "levels": blv,
                 "actions": actions[:, idx], "frames": idx}
-    target = guided_targets(teacher, clip, branches, cfg.distill_guidance, amp)
+    target = guided_targets(teacher, clip, branches, cfg.distill_guidance if scale is None else scale, amp)
     frames = torch.cat([torch.arange(t, device=dev), idx])
     with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(torch.cat([clip["x"], branches["x"]], 1), torch.cat([levels, blv], 1),
