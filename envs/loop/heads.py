@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--agent-weight", type=float, default=8.0, help="agent episodes drawn this many times as often")
     ap.add_argument("--reward-space", choices=("symlog", "raw", "sign"), help="default: the world's")
+    ap.add_argument("--reward-weight", type=float, default=DynamicsTrainConfig.reward_weight,
+                    help="the reward loss's weight beside the termination loss's (dynamics.train.reward_weight)")
+    ap.add_argument("--terminal-weight", type=float, default=50.0,
+                    help="an episode's last clip drawn this many times as often (loop.terminal_weight's default)")
+    ap.add_argument("--precision", default=DynamicsTrainConfig.precision, help="dynamics.train.precision")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--clip-length", type=int, default=16)
     ap.add_argument("--heldout-every", type=int, default=10, help="every n-th episode is held out (as in training)")
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lock_folder(run_dir, "run folder")
         train = DynamicsTrainConfig(batch_size=args.batch_size, clip_length=args.clip_length,
-                                    heldout_every=args.heldout_every)
+                                    heldout_every=args.heldout_every, reward_weight=args.reward_weight,
+                                    terminal_weight=args.terminal_weight, precision=args.precision)
         steps = refit_heads(args.world, args.data, run_dir, out, train,
                             steps=args.steps, lr=args.lr, agent_weight=args.agent_weight,
                             reward_space=args.reward_space, budget=budget, overwrite=True)
