@@ -196,4 +196,4 @@ def test_an_anchored_fine_tune_keeps_the_key_response_plain_flow_matching_loses(
     start, lost, kept = (action_effect(m, z, 0.5) for m in (t_model, plain, anchored))
     assert lost < 0.6 * start and kept > 0.8 * start and kept > 1.5 * lost, (start, lost, kept)
     assert max(agent_anchors) == 0.0 and max(anchors) > 0.0
-    assert all(torch.equal(p, q) for p, q in zip(agent_only.parameters(), plain.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(agent_only.parameters(), plain.parameters(), strict=True))
