@@ -197,3 +197,22 @@ def test_an_anchored_fine_tune_keeps_the_key_response_plain_flow_matching_loses(
     assert lost < 0.6 * start and kept > 0.8 * start and kept > 1.5 * lost, (start, lost, kept)
     assert max(agent_anchors) == 0.0 and max(anchors) > 0.0
     assert all(torch.equal(p, q) for p, q in zip(agent_only.parameters(), plain.parameters(), strict=True))
+
+
+def test_the_anchor_can_hold_only_some_actions():
+    """``only_actions``: the loss counts only the branches whose action is listed; all actions listed is the
+    plain loss, none present is 0."""
+    m, student = teacher(), copy.deepcopy(teacher())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    z, acts = torch.randn(2, 6, 4, 8, 8), torch.tensor([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
+    null = torch.zeros(2, 6, dtype=torch.bool)
+    cfg = replace(DynamicsTrainConfig(), distill_guidance=1.0, distill_branches=3)
+
+    def loss(only):
+        return distill_loss(student, m, z, acts, null, cfg, 0.5, torch.Generator().manual_seed(0), only_actions=only)[0]
+
+    plain = loss(None)
+    torch.testing.assert_close(loss([0, 1, 2]), plain)
+    assert loss([7]).item() == 0.0 and 0 < loss([1]).item() and loss([1]).item() != plain.item()

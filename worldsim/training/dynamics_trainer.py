@@ -130,6 +130,10 @@ class DynamicsTrainConfig:
     not with ``distill_guidance`` (which replaces the flow loss) nor ``commit=draft``."""
     anchor_guidance: float = 1.0
     """Anchored fine-tuning: the teacher's guidance scale in the anchor (1: its own predictions)."""
+    anchor_actions: list[int] | None = None
+    """Anchored fine-tuning: the discrete actions whose next frames the anchor holds (None: all), e.g. Boxing's
+    moves without a punch (``[0,2,3,4,5,6,7,8,9]``), so the start world's movement is kept while what a punch
+    does is learnt from the data alone."""
     anchor_agent_data: bool = True
     """Anchored fine-tuning: whether the anchor holds on clips of agent-played episodes too; false: only on the
     others (the driver's), so the agent's episodes are learnt as they are, where the start world was wrong, and
@@ -385,7 +389,7 @@ def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, a
     null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
     null[:, 0] = batch["start"][keep].to(device) == 0  # nothing led to a reset frame
     anchor = distill_loss(dit, teacher, z0, batch["actions"][keep].to(device), null, cfg, sampler.start_level, gen,
-                          amp, scale=cfg.anchor_guidance)[0]
+                          amp, scale=cfg.anchor_guidance, only_actions=cfg.anchor_actions)[0]
     loss = loss + cfg.anchor_weight * anchor * keep.float().mean().item()
     return loss, {**parts, "loss": loss.detach(), "anchor": anchor.detach()}
 

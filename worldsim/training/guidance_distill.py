@@ -56,10 +56,12 @@ def guided_targets(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[s
 
 
 def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg,
-                 start_level: float, gen: torch.Generator, amp=None, scale: float | None = None):
+                 start_level: float, gen: torch.Generator, amp=None, scale: float | None = None,
+                 only_actions=None):
     """z0 (B, T, C, h, w) clean latents of a clip, actions (B, T[, ...]), null (B, T) ->
     (guided-velocity loss on the branches, the student's reward (B, T) and termination logit (B, T) on the clip).
-    ``scale``: the teacher's guidance (default ``cfg.distill_guidance``)."""
+    ``scale``: the teacher's guidance (default ``cfg.distill_guidance``); ``only_actions``: discrete actions whose
+    branches count in the loss (None: all; a batch with none of them: 0)."""
     b, t = z0.shape[:2]
     dev = z0.device
     n = min(cfg.distill_branches, t - 1)
@@ -80,7 +82,11 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
                               torch.cat([actions, branches["actions"]], 1),
                               torch.cat([null, torch.zeros(b, n, dtype=torch.bool, device=dev)], 1),
                               frames=frames, branch=torch.arange(t + n, device=dev) >= t)
-    return F.mse_loss(v[:, t:].float(), target), reward[:, :t], done[:, :t]
+    if only_actions is None:
+        return F.mse_loss(v[:, t:].float(), target), reward[:, :t], done[:, :t]
+    err = ((v[:, t:].float() - target) ** 2).flatten(2).mean(2)  # (B, n)
+    counted = torch.isin(branches["actions"], torch.as_tensor(list(only_actions), device=dev)).float()
+    return (err * counted).sum() / counted.sum().clamp_min(1.0), reward[:, :t], done[:, :t]
 
 
 def draft_targets(teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg, level: float,
