@@ -62,7 +62,8 @@ class LoopConfig:
     part of a key response that guidance distillation had put in the weights: Boxing's ``boxing-gd`` lost 0.98 ->
     0.93 of the game's key response in a 400-step round, and the shipped world's key test failed on it. It
     strengthens all an action does, though: that round's world distilled at 1.5 passed the key test but paid the
-    round's agent 77.6 a bout where the game paid 47.5 (without it: 45.6); see checkpoints/wip/README.md."""
+    round's agent 77.6 a bout where the game paid 47.5 (without it: 45.6); see checkpoints/wip/README.md. The other
+    way: ``dynamics.train.anchor_weight`` holds the fine-tune itself near the world it starts from."""
     guidance_scale: float = 1.5
     guidance_share: float = 0.15
     """The guidance step's share of the round's minutes (on top of ``world_share``; with ``guidance_steps``)."""
