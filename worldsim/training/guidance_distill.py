@@ -84,6 +84,9 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
                               frames=frames, branch=torch.arange(t + n, device=dev) >= t)
     if only_actions is None:
         return F.mse_loss(v[:, t:].float(), target), reward[:, :t], done[:, :t]
+    if branches["actions"].is_floating_point() or branches["actions"].dim() != 2:
+        raise ValueError("dynamics.train.anchor_actions names discrete actions; this world's actions are not one "
+                         "integer a frame: leave it unset (null)")
     err = ((v[:, t:].float() - target) ** 2).flatten(2).mean(2)  # (B, n)
     counted = torch.isin(branches["actions"], torch.as_tensor(list(only_actions), device=dev)).float()
     return (err * counted).sum() / counted.sum().clamp_min(1.0), reward[:, :t], done[:, :t]
