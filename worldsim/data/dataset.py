@@ -154,7 +154,7 @@ class ClipDataset(Dataset):
         """``latents``: a :class:`~worldsim.data.latents.LatentStore`; items then carry ``latents`` float32
         (L, C, h, w) too (leave ``frames`` out of ``fields`` to skip reading them)."""
         self.data, self.length, self.fields, self.latents = data, length, fields, latents
-        self._by_agent = [str(sh.source.get("policy")) == "agent" for sh in data.shards]
+        self._policies = [str(sh.source.get("policy")) for sh in data.shards]  # who played each shard
         self.items: list[tuple[EpisodeRef, int]] = []
         for ref in data.episodes(split, heldout_every):
             self.items.extend((ref, s) for s in range(0, ref.length - length + 1, stride))
@@ -171,7 +171,7 @@ class ClipDataset(Dataset):
     def policy_weights(self, weights: dict[str, float]) -> torch.Tensor:
         """(len,) float64: each clip weighted by the policy that played its episode (the shard's
         ``source["policy"]``, e.g. ``{"agent": 4.0}``; policies not named weigh 1)."""
-        per_shard = [float(weights.get(str(sh.source.get("policy")), 1.0)) for sh in self.data.shards]
+        per_shard = [float(weights.get(policy, 1.0)) for policy in self._policies]
         return torch.tensor([per_shard[ref.shard] for ref, _ in self.items], dtype=torch.float64)
 
     def terminal_weights(self, weight: float) -> torch.Tensor:
@@ -191,5 +191,5 @@ class ClipDataset(Dataset):
         if self.latents is not None:
             item["latents"] = torch.from_numpy(np.ascontiguousarray(self.latents.read(ref, start, start + self.length)))
         item["start"] = torch.tensor(start)  # step of the clip's first frame in its episode (0: a reset frame)
-        item["agent"] = torch.tensor(self._by_agent[ref.shard])
+        item["agent"] = torch.tensor(self._policies[ref.shard] == "agent")
         return item

@@ -377,6 +377,14 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None, z0=None):
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
 
+def reset_null(start: torch.Tensor, t: int, device) -> torch.Tensor:
+    """The null-action mask (B, t) of clips starting at ``start`` (B,) in their episodes: only a reset frame's
+    action is null (nothing led to it)."""
+    null = torch.zeros(len(start), t, dtype=torch.bool, device=device)
+    null[:, 0] = start.to(device) == 0
+    return null
+
+
 def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None):
     """Anchored fine-tuning (``anchor_weight``): the clips' flow-matching loss (:func:`clip_loss`) plus
     ``anchor_weight`` times the distillation loss of the same clips (the driver's only, without
@@ -388,8 +396,7 @@ def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, a
     if not keep.any():  # a batch of the agent's clips only
         return loss, {**parts, "anchor": torch.zeros(())}
     z0 = z[keep.to(z.device)]
-    null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
-    null[:, 0] = batch["start"][keep].to(device) == 0  # nothing led to a reset frame
+    null = reset_null(batch["start"][keep], z0.shape[1], device)
     anchor = distill_loss(dit, teacher, z0, batch["actions"][keep].to(device), null, cfg, sampler.start_level, gen,
                           amp, scale=cfg.anchor_guidance, only_actions=cfg.anchor_actions)[0]
     loss = loss + cfg.anchor_weight * anchor * keep.float().mean().item()
@@ -443,8 +450,7 @@ def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, am
     """Guidance distillation on one batch of clips (guidance_distill.py); the clip's own frames train the heads.
     ``teacher_start``: the start level a two-call teacher of a one-call student plays from."""
     z0 = latents_of(batch, encode, device)
-    null = torch.zeros(z0.shape[:2], dtype=torch.bool, device=device)
-    null[:, 0] = batch["start"].to(device) == 0  # nothing led to a reset frame
+    null = reset_null(batch["start"], z0.shape[1], device)
     if getattr(dit, "module", dit).cfg.commit == "draft":
         guided, reward, done = draft_distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg, gen, amp,
                                                   teacher_start)
