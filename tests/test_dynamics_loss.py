@@ -116,6 +116,23 @@ def test_a_raw_reward_head_predicts_the_mean_reward_a_symlog_one_less():
     assert best["symlog"] < 0.5 * rewards.mean().item()
 
 
+def test_the_negative_weight_moves_the_best_constant_toward_the_frames_paid_less_than_zero():
+    """Boxing pays +1 for a landed punch and -1 for a taken one; weighting the -1 frames up moves the constant a
+    head fits toward them (three +1 frames and one -1 frame counted three times: to 0), and leaves the
+    termination loss as it was."""
+    rewards = torch.tensor([[1.0, 1.0, 1.0, -1.0, 0.0, 0.0]])
+    b = {"rewards": rewards, "terminated": torch.zeros(1, 6, dtype=torch.bool)}
+    grid = torch.linspace(-1.0, 1.0, 2001)
+    best = {}
+    for nw in (1.0, 3.0):
+        losses = torch.stack([head_losses(torch.full((1, 6), g.item()), torch.zeros(1, 6), b, torch.ones(1, 6), "cpu",
+                                          "raw", nw)[0] for g in grid])
+        best[nw] = grid[int(losses.argmin())].item()
+    assert abs(best[1.0] - 2 / 6) < 2e-3 and abs(best[3.0] - 0.0) < 2e-3
+    d = [head_losses(torch.zeros(1, 6), torch.zeros(1, 6), b, torch.ones(1, 6), "cpu", "raw", nw)[1] for nw in (1.0, 3.0)]
+    assert torch.equal(d[0], d[1])
+
+
 def test_worlds_written_before_reward_space_decode_symlog():
     old = DiTConfig.from_stored({k: v for k, v in vars(DiTConfig()).items() if k != "reward_space"})
     assert old.reward_space == "symlog" == DiTConfig().reward_space

@@ -290,13 +290,14 @@ def test_a_heads_refit_to_the_sign_reward_makes_a_world_that_pays_minus_one_zero
     out = tmp_path / "sign.safetensors"
     args = [str(tiny_world), "--data", str(carracing_data), "--out", str(out), "--steps", "2", "--batch-size", "2",
             "--clip-length", "4", "--heldout-every", "2", "--reward-space", "sign", "--terminal-weight", "7",
-            "--reward-weight", "2"]
+            "--reward-weight", "2", "--negative-weight", "3"]
     assert main(args) == 0
     from worldsim.checkpoint import read_checkpoint
 
     meta = read_checkpoint(tmp_path / "sign-heads" / "dynamics_state.safetensors", "training-state")[0]
     train = meta["train"] if isinstance(meta["train"], dict) else json.loads(meta["train"])
     assert (train["terminal_weight"], train["reward_weight"], train["train_only"]) == (7.0, 2.0, "heads")
+    assert train["reward_negative_weight"] == 3.0
     world = load_world(out)
     assert world.dit.cfg.reward_space == "sign" and world.dit.reward_head[-1].out_features == 3
     old = load_world(tiny_world)

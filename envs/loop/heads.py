@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-space", choices=("symlog", "raw", "sign"), help="default: the world's")
     ap.add_argument("--reward-weight", type=float, default=DynamicsTrainConfig.reward_weight,
                     help="the reward loss's weight beside the termination loss's (dynamics.train.reward_weight)")
+    ap.add_argument("--negative-weight", type=float, default=DynamicsTrainConfig.reward_negative_weight,
+                    help="the reward loss of frames paid < 0 counts this many times (dynamics.train.reward_negative_weight)")
     ap.add_argument("--terminal-weight", type=float, default=50.0,
                     help="an episode's last clip drawn this many times as often (loop.terminal_weight's default)")
     ap.add_argument("--precision", default=DynamicsTrainConfig.precision, help="dynamics.train.precision")
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         lock_folder(run_dir, "run folder")
         train = DynamicsTrainConfig(batch_size=args.batch_size, clip_length=args.clip_length,
                                     heldout_every=args.heldout_every, reward_weight=args.reward_weight,
+                                    reward_negative_weight=args.negative_weight,
                                     terminal_weight=args.terminal_weight, precision=args.precision)
         steps = refit_heads(args.world, args.data, run_dir, out, train,
                             steps=args.steps, lr=args.lr, agent_weight=args.agent_weight,

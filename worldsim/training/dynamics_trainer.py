@@ -61,6 +61,9 @@ class DynamicsTrainConfig:
     """Probability of swapping in the null action per frame (enables action guidance)."""
     reward_weight: float = 0.5
     """Weight of the reward loss (MSE in the model's ``reward_space``: symlog or raw), on frames at history levels."""
+    reward_negative_weight: float = 1.0
+    """The reward loss of frames the game paid less than 0 counts this many times (e.g. Boxing's taken punches,
+    which a head fit with 1 pays at a tenth of their size on real bouts while it pays landed ones at a quarter)."""
     done_weight: float = 0.5
     """Weight of the termination loss (binary cross-entropy), on frames at history levels."""
     motion_weight: float = 0.0
@@ -290,6 +293,8 @@ def train_dynamics(
 
     amp = autocast_dtype(device, cfg.precision)
     teacher, teacher_start = None, sampler.start_level
+    if cfg.reward_negative_weight <= 0:
+        raise ValueError(f"dynamics.train.reward_negative_weight must be > 0, got {cfg.reward_negative_weight}")
     if cfg.anchor_weight < 0:
         raise ValueError(f"dynamics.train.anchor_weight must be >= 0, got {cfg.anchor_weight}")
     if cfg.anchor_weight > 0 and (cfg.distill_guidance > 0 or model_cfg.commit == "draft"):
@@ -372,7 +377,8 @@ def clip_loss(dit, encode, batch, cfg, gen, device, amp=None, z0=None):
         flow = (w * (v.float() - velocity(z0, noise)) ** 2).mean()
     else:
         flow = F.mse_loss(v.float(), velocity(z0, noise))
-    r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device, _reward_space(dit))
+    r_loss, d_loss = head_losses(reward, done, batch, head_mask.float(), device, _reward_space(dit),
+                                  cfg.reward_negative_weight)
     loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
@@ -422,7 +428,8 @@ def draft_clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
     if cfg.motion_weight > 0:
         err = err * (1 + cfg.motion_weight * latent_motion(z0, cfg.motion_threshold)[:, 1:])
     flow = err.mean()
-    r_loss, d_loss = head_losses(reward, done, batch, torch.ones(b, t, device=device), device, _reward_space(dit))
+    r_loss, d_loss = head_losses(reward, done, batch, torch.ones(b, t, device=device), device, _reward_space(dit),
+                                  cfg.reward_negative_weight)
     loss = flow + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "flow": flow.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
@@ -432,16 +439,19 @@ def _reward_space(net) -> str:
     return getattr(net, "module", net).cfg.reward_space
 
 
-def head_losses(reward, done, batch, w, device, space: str = "symlog") -> tuple[torch.Tensor, torch.Tensor]:
+def head_losses(reward, done, batch, w, device, space: str = "symlog",
+                negative_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Reward (MSE in ``space``: symlog or raw; ``sign``: cross-entropy of the (B, T, 3) logits against the reward's
-    sign) and termination (BCE) losses of (B, T) predictions, weighted per frame by w (B, T)."""
+    sign) and termination (BCE) losses of (B, T) predictions, weighted per frame by w (B, T); the reward loss of
+    frames with a negative reward by ``negative_weight`` times more."""
     denom = w.sum().clamp_min(1.0)
     target = batch["rewards"].to(device).float()
+    rw = w * torch.where(target < 0, float(negative_weight), 1.0) if negative_weight != 1.0 else w
     if space == "sign":
         cls = (torch.sign(target) + 1).long()
-        r_loss = (F.cross_entropy(reward.float().flatten(0, 1), cls.flatten(), reduction="none") * w.flatten()).sum() / denom
+        r_loss = (F.cross_entropy(reward.float().flatten(0, 1), cls.flatten(), reduction="none") * rw.flatten()).sum() / denom
     else:
-        r_loss = ((reward.float() - (symlog(target) if space == "symlog" else target)) ** 2 * w).sum() / denom
+        r_loss = ((reward.float() - (symlog(target) if space == "symlog" else target)) ** 2 * rw).sum() / denom
     d_loss = (F.binary_cross_entropy_with_logits(done.float(), batch["terminated"].to(device).float(), reduction="none") * w).sum() / denom
     return r_loss, d_loss
 
@@ -458,7 +468,7 @@ def distill_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, am
         guided, reward, done = distill_loss(dit, teacher, z0, batch["actions"].to(device), null, cfg,
                                             sampler.start_level, gen, amp)
     r_loss, d_loss = head_losses(reward, done, batch, torch.ones_like(reward, dtype=torch.float32), device,
-                                 _reward_space(dit))
+                                 _reward_space(dit), cfg.reward_negative_weight)
     loss = guided + cfg.reward_weight * r_loss + cfg.done_weight * d_loss
     return loss, {"loss": loss.detach(), "guided": guided.detach(), "reward_loss": r_loss.detach(), "done_loss": d_loss.detach()}
 
