@@ -127,7 +127,7 @@ def test_ppo_anchored_to_the_driver_keeps_its_actions(tiny_world, tmp_path):
     def agreement(weight: float) -> float:
         cfg = AgentTrainConfig(worlds=4, n_steps=8, batch_size=32, epochs=1, timesteps=160, lr=3e-3, window=None,
                                max_frames=12, starts="contexts", progress=False, imitate_weight=weight,
-                               imitate_steps=60)
+                               imitate_steps=200)
         out = train_agent(tiny_world, net, cfg, tmp_path / f"run-{weight}", data_dir=data)
         obs, act, _ = held.batch(np.arange(len(held)))
         with torch.no_grad():
