@@ -298,6 +298,9 @@ def test_a_heads_refit_to_the_sign_reward_makes_a_world_that_pays_minus_one_zero
     train = meta["train"] if isinstance(meta["train"], dict) else json.loads(meta["train"])
     assert (train["terminal_weight"], train["reward_weight"], train["train_only"]) == (7.0, 2.0, "heads")
     assert train["reward_negative_weight"] == 3.0
+    from worldsim.training.history import history_of
+
+    assert history_of(meta)[-1]["reward_negative_weight"] == 3.0  # the file's ledger says how its head was fit
     world = load_world(out)
     assert world.dit.cfg.reward_space == "sign" and world.dit.reward_head[-1].out_features == 3
     old = load_world(tiny_world)

@@ -278,6 +278,7 @@ def train_dynamics(
                       anchor_guidance=cfg.anchor_guidance if cfg.anchor_weight > 0 else None,
                       anchor_actions=list(cfg.anchor_actions) if cfg.anchor_weight > 0 and cfg.anchor_actions else None,
                       anchor_agent_data=False if cfg.anchor_weight > 0 and not cfg.anchor_agent_data else None,
+                      reward_negative_weight=None if cfg.reward_negative_weight == 1 else cfg.reward_negative_weight,
                       train_only=None if cfg.train_only == "all" else cfg.train_only)
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
