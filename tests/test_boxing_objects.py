@@ -1,4 +1,5 @@
-"""Boxing's boxers read from frames: real frames agree with themselves; a lost or misplaced boxer is caught."""
+"""Boxing's boxers read from frames: real frames agree with themselves; a lost or misplaced boxer is caught; a
+soft world that draws boxers without their punching arms is caught."""
 
 import numpy as np
 import pytest
@@ -42,3 +43,19 @@ def test_a_world_that_loses_a_boxer_is_caught(boxing_frames):
     assert out["black_recall"] == 0.0 and out["white_recall"] == 1.0 and boxer_rate(gone) == 0.0
     with pytest.raises(ValueError, match="uint8"):
         compare(boxing_frames.astype(np.float32), boxing_frames.astype(np.float32))
+
+
+def test_punches_are_read_and_a_soft_world_without_arms_is_caught(boxing_frames):
+    from envs.games.objects.boxing import boxer_rate, punch_rates
+    from envs.evaluation.goals import punches_drawn
+
+    real = punch_rates(boxing_frames)
+    assert real["in_reach"] > 100  # the driver closes in and trades punches
+    assert real["white"] > 0.1 and real["black"] > 0.05
+    x = np.pad(boxing_frames.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    soft = (sum(x[:, i : i + 64, j : j + 64] for i in range(3) for j in range(3)) / 9).round().astype(np.uint8)
+    assert boxer_rate(soft) > 0.9  # the bodies are still found ...
+    blurred = punch_rates(soft)
+    assert blurred["white"] < 0.05 and blurred["black"] < 0.05  # ... but the one-pixel arms are gone
+    assert punches_drawn({"real": real, "generated": real})
+    assert not punches_drawn({"real": real, "generated": blurred})

@@ -264,6 +264,10 @@ def test_tiny_boxing_world_trains_plays_and_checks(tmp_path):
     assert objects["reconstructed"]["white_frames"] > 0 and objects["copy_last"]["black_recall"] is not None
     assert {"vae_keeps_boxers_recall_ge_0.9", "boxers_survive_long_rollout", "idm_ratio_ge_0.9"} <= set(report["goals"])
     assert all("generated_boxer_rate" in seg for seg in report["long_horizon"])
+    punches = objects["long_rollout_punches"]  # the punches of the long rollout, world and game
+    assert punches["real"]["in_reach"] > 0 and set(punches["generated"]) == {"in_reach", "white", "black"}
+    assert set(objects["punches"]) == {"real", "reconstructed", "generated"}
+    assert report["goals"]["punches_drawn_ge_half_the_games"] in (True, False)
     assert env.action_space.n == 18
     keys = env.unwrapped.get_keys_to_action()
     import pygame

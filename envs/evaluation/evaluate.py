@@ -133,6 +133,7 @@ def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     if game == "pong":
         key_objects.paddle_response(objects, real, c, model_last, real_held, held)
     key_objects.add_segment_rates(game, segs, long_real, long_gen, c, cfg.segment)
+    key_objects.add_long_rollout_punches(game, objects, long_real, long_gen, c)
     report = {
         "checkpoint": str(checkpoint), "world": world.name, "config": asdict(cfg), "episodes": len(eps),
         "sampler": asdict(world.sampler), "device": str(world.device), "dtype": str(dtype).removeprefix("torch."),

@@ -32,6 +32,13 @@ def second_driver_goals(other: dict[str, Any] | None) -> dict[str, bool]:
             "second_driver_classifier_pairs_le_0.75": look["classifier_accuracy_pairs"] <= 0.75}
 
 
+def punches_drawn(punches: dict[str, Any]) -> bool:
+    """Boxing's punches: in the long rollout each boxer has an arm out in at least half as many in-reach frames
+    as in the game (a soft world draws boxers without arms, and its reward head guesses the punches)."""
+    real, gen = punches["real"], punches["generated"]
+    return all(gen[b] is not None and gen[b] >= 0.5 * real[b] for b in ("white", "black") if real[b])
+
+
 def key_object_goals(game: str | None, objects: dict[str, Any] | None,
                      segments: list[dict[str, Any]]) -> dict[str, bool]:
     """Pong's ball and paddle, Boxing's boxers: kept by the VAE, alive over the long rollout, following keys."""
@@ -42,7 +49,9 @@ def key_object_goals(game: str | None, objects: dict[str, Any] | None,
         return {"vae_keeps_boxers_recall_ge_0.9": min(recon["white_recall"] or 0, recon["black_recall"] or 0) >= 0.9,
                 # Neither boxer fades out of a long rollout: every segment shows both in 90% of its frames.
                 "boxers_survive_long_rollout": all(x["generated_boxer_rate"] >= 0.9 * x["real_boxer_rate"]
-                                                   for x in segments)}
+                                                   for x in segments),
+                **({"punches_drawn_ge_half_the_games": punches_drawn(objects["long_rollout_punches"])}
+                   if "long_rollout_punches" in objects else {})}
     return {"vae_keeps_ball_recall_ge_0.9": (recon["ball_recall"] or 0) >= 0.9,
             # The ball does not fade out of a long rollout: every segment shows it at least half as often as the game.
             "ball_survives_long_rollout": all(x["generated_ball_rate"] >= 0.5 * x["real_ball_rate"] for x in segments),

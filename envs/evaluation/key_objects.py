@@ -1,4 +1,4 @@
-"""Key objects: Pong's ball and paddles, Boxing's boxers, read from the reconstructed, generated and copy-last
+"""Key objects: Pong's ball and paddles, Boxing's boxers and their punches, read from the reconstructed, generated and copy-last
 frames and from the long rollout, against the real ones (the readers are in :mod:`envs.games.objects`)."""
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def key_objects(game: str | None, real: np.ndarray, recon: np.ndarray, gen: np.n
     if game == "boxing":
         return {"reconstructed": boxing.compare(target, recon[:, 1:]),
                 "generated": boxing.compare(target, gen),
-                "copy_last": boxing.compare(target, copy_last)}
+                "copy_last": boxing.compare(target, copy_last),
+                "punches": {"real": boxing.punch_rates(target), "reconstructed": boxing.punch_rates(recon[:, 1:]),
+                            "generated": boxing.punch_rates(gen)}}
     return {"reconstructed": pong.compare(target, recon[:, 1:]),
             "generated": pong.compare(target, gen),
             "copy_last": pong.compare(target, copy_last),
@@ -56,6 +58,15 @@ def add_segment_rates(game: str | None, segments: list[dict[str, Any]], long_rea
         k = seg["start"]
         seg[f"generated_{name}_rate"] = rate(long_gen[k : k + length])
         seg[f"real_{name}_rate"] = rate(long_real[c + k : c + k + length])
+
+
+def add_long_rollout_punches(game: str | None, objects: dict[str, Any] | None, long_real: np.ndarray,
+                             long_gen: np.ndarray, c: int) -> None:
+    """Boxing: the punches of the long rollout (``long_real`` (c + L, ...) with its context, ``long_gen`` (L, ...)),
+    world against game, as ``objects["long_rollout_punches"]``: the share of in-reach frames with an arm out."""
+    if game == "boxing" and objects is not None:
+        objects["long_rollout_punches"] = {"real": boxing.punch_rates(long_real[c:]),
+                                           "generated": boxing.punch_rates(long_gen)}
 
 
 def paddle_response(objects: dict[str, Any], real: np.ndarray, c: int, model_last, real_held, held) -> None:

@@ -1,4 +1,5 @@
-"""Boxing's key objects in 64x64 frames: the white boxer (the player) and the black boxer (the CPU).
+"""Boxing's key objects in 64x64 frames: the white boxer (the player) and the black boxer (the CPU), and
+their punches.
 
 Read from pixels, so the same code scores real, reconstructed and generated frames: inside the ring (the
 frame less its top rows, which hold the score and clock, and the black strip ALE leaves at the left) the
@@ -15,6 +16,11 @@ RING = (slice(6, 62), slice(4, 64))
 """Rows and columns of a 64x64 frame that can hold a boxer (not the score, clock or ALE's left strip)."""
 MIN_PIXELS = 6
 BOXERS = ("white", "black")
+ARM_COLUMNS = 8
+"""A boxer whose pixels span this many columns or more has an arm out, punching (at 64x64 a boxer spans 4-6
+columns otherwise; in the game's bouts the span at the frame a punch lands is 9 on average)."""
+REACH = 14.0
+"""Centroid distance (px) within which the boxers trade punches (the game's agents are within it 94% of a bout)."""
 
 
 def _check(frames: np.ndarray) -> None:
@@ -50,6 +56,30 @@ def _centroids(found: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.n
         at = np.stack([r, c], -1)
         at[~present] = np.nan
         out[name] = (present, at)
+    return out
+
+
+def arms_out(frames: np.ndarray) -> dict[str, np.ndarray]:
+    """uint8 (..., 64, 64, 3) -> per boxer, bool (...,): its arm is out (its pixels span >= ``ARM_COLUMNS``
+    columns). A punch is one or two pixels of arm: a world that draws soft boxers loses it first."""
+    out = {}
+    for name, m in masks(frames).items():
+        cols = m.any(-2)  # (..., 60) columns holding the boxer
+        first, last = np.argmax(cols, -1), cols.shape[-1] - 1 - np.argmax(cols[..., ::-1], -1)
+        out[name] = cols.any(-1) & (last - first + 1 >= ARM_COLUMNS)
+    return out
+
+
+def punch_rates(frames: np.ndarray) -> dict[str, float | int | None]:
+    """uint8 (..., 64, 64, 3) -> ``in_reach`` (frames showing both boxers within ``REACH`` px) and, per boxer,
+    the share of those frames in which its arm is out (None without such frames). The game's agents' bouts:
+    white 0.26, black 0.10 (checkpoints/wip/README.md)."""
+    found = find_boxers(frames)
+    dist = np.linalg.norm(found["white"][1] - found["black"][1], axis=-1)
+    near = np.nan_to_num(dist, nan=np.inf) < REACH
+    out: dict[str, float | int | None] = {"in_reach": int(near.sum())}
+    for name, arm in arms_out(frames).items():
+        out[name] = float(arm[near].mean()) if near.any() else None
     return out
 
 
