@@ -46,8 +46,8 @@ def test_a_world_that_loses_a_boxer_is_caught(boxing_frames):
 
 
 def test_punches_are_read_and_a_soft_world_without_arms_is_caught(boxing_frames):
-    from envs.games.objects.boxing import boxer_rate, punch_rates
     from envs.evaluation.goals import punches_drawn
+    from envs.games.objects.boxing import boxer_rate, punch_rates
 
     real = punch_rates(boxing_frames)
     assert real["in_reach"] > 100  # the driver closes in and trades punches

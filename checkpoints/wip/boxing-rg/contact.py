@@ -16,17 +16,24 @@ import sys
 def stats(label: str, frames, rewards) -> None:
     import numpy as np
 
-    from envs.games.objects.boxing import find_boxers
+    from envs.games.objects.boxing import find_boxers, masks
 
     b = find_boxers(frames)
     d = np.linalg.norm(b["white"][1] - b["black"][1], axis=-1)  # NaN where one is not found
     ok = ~np.isnan(d)
     near = ok & (d < 14)
     r = np.asarray(rewards, np.float64)
+    m = masks(frames)  # a punching arm widens its boxer: >= 8 columns at 64x64 (a boxer is 4-6 wide otherwise)
+    cols = {k: v.any(-2) for k, v in m.items()}
+    span = {k: np.where(c.any(-1), c.shape[-1] - np.argmax(c[..., ::-1], -1) - np.argmax(c, -1), 0)
+            for k, c in cols.items()}
+    arm = {k: (v >= 8) & near for k, v in span.items()}
     print(f"{label}: {len(d)} frames, both found {ok.mean():.3f}, within 10/14/18 px "
           f"{(d[ok] < 10).mean():.3f}/{(d[ok] < 14).mean():.3f}/{(d[ok] < 18).mean():.3f}, mean distance "
           f"{d[ok].mean():.1f}, reward per 1000 frames {1000 * r.mean():.1f} (+ {1000 * r.clip(0).mean():.1f}, "
-          f"- {1000 * r.clip(None, 0).mean():.1f}), within 14 px {1000 * r[near].mean():.1f}", flush=True)
+          f"- {1000 * r.clip(None, 0).mean():.1f}), within 14 px {1000 * r[near].mean():.1f}; arm out within 14 px: "
+          f"white {arm['white'].sum() / max(near.sum(), 1):.3f}, black {arm['black'].sum() / max(near.sum(), 1):.3f}",
+          flush=True)
 
 
 def real(paths: list[str], heads: list[str], head_bouts: int) -> None:
@@ -51,7 +58,7 @@ def real(paths: list[str], heads: list[str], head_bouts: int) -> None:
               f"{pred[r == 0].sum():.1f} (positive part {pred[r == 0].clip(0).sum():.1f})", flush=True)
 
 
-def world(agent_file: str, world_file: str, episodes: int, seed: int = 500000000) -> None:
+def world(agent_file: str, world_file: str, episodes: int, seed: int = 500000000, sampler: dict | None = None) -> None:
     import numpy as np
 
     from envs.agent.in_world import AgentWorlds
@@ -62,6 +69,8 @@ def world(agent_file: str, world_file: str, episodes: int, seed: int = 500000000
     train = agent.meta.get("train", {})
     core = WorldCore(episodes, world_file, device="cpu", dtype=train.get("dtype", "auto"), observation="latents",
                      window=train.get("window"))
+    if sampler:  # other sampling settings than the file's (steps, start_level, guidance)
+        core.sim = core.world.simulator(episodes, core.sim.sampler.override(**sampler))
     worlds = AgentWorlds(core, agent.cfg, int(core.world.episode_limit), seed=seed)
     core.observation = "frames"  # decode every frame; the agent still sees the latents (core.latents)
     seen = []
@@ -76,7 +85,7 @@ def world(agent_file: str, world_file: str, episodes: int, seed: int = 500000000
         frames.append(f[alive])
         rewards.append(r[alive])
         alive &= ~(term | trunc)
-    stats(f"world {world_file} ({episodes} bouts)", np.concatenate(frames), np.concatenate(rewards))
+    stats(f"world {world_file} {sampler or ''} ({episodes} bouts)", np.concatenate(frames), np.concatenate(rewards))
 
 
 def main() -> None:
@@ -87,11 +96,14 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=4)
     p.add_argument("--heads", nargs="*", default=[], help="worlds whose reward head to read on the real bouts")
     p.add_argument("--head-bouts", type=int, default=4)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps a frame (default: the file's)")
+    p.add_argument("--start-level", type=float, default=None, help="sampling start level (default: the file's)")
     a = p.parse_args()
     if a.shards:
         real(sorted(glob.glob(a.shards)), a.heads, a.head_bouts)
     for w in a.world:
-        world(a.agent, w, a.episodes)
+        world(a.agent, w, a.episodes, sampler={k: v for k, v in (("steps", a.steps), ("start_level", a.start_level))
+                                               if v is not None})
 
 
 if __name__ == "__main__":
