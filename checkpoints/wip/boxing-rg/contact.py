@@ -16,18 +16,14 @@ import sys
 def stats(label: str, frames, rewards) -> None:
     import numpy as np
 
-    from envs.games.objects.boxing import find_boxers, masks
+    from envs.games.objects.boxing import arms_out, find_boxers
 
     b = find_boxers(frames)
     d = np.linalg.norm(b["white"][1] - b["black"][1], axis=-1)  # NaN where one is not found
     ok = ~np.isnan(d)
     near = ok & (d < 14)
     r = np.asarray(rewards, np.float64)
-    m = masks(frames)  # a punching arm widens its boxer: >= 8 columns at 64x64 (a boxer is 4-6 wide otherwise)
-    cols = {k: v.any(-2) for k, v in m.items()}
-    span = {k: np.where(c.any(-1), c.shape[-1] - np.argmax(c[..., ::-1], -1) - np.argmax(c, -1), 0)
-            for k, c in cols.items()}
-    arm = {k: (v >= 8) & near for k, v in span.items()}
+    arm = {k: v & near for k, v in arms_out(frames).items()}  # a punching arm widens its boxer
     print(f"{label}: {len(d)} frames, both found {ok.mean():.3f}, within 10/14/18 px "
           f"{(d[ok] < 10).mean():.3f}/{(d[ok] < 14).mean():.3f}/{(d[ok] < 18).mean():.3f}, mean distance "
           f"{d[ok].mean():.1f}, reward per 1000 frames {1000 * r.mean():.1f} (+ {1000 * r.clip(0).mean():.1f}, "
