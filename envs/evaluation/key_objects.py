@@ -1,5 +1,6 @@
-"""Key objects: Pong's ball and paddles, Boxing's boxers and their punches, read from the reconstructed, generated and copy-last
-frames and from the long rollout, against the real ones (the readers are in :mod:`envs.games.objects`)."""
+"""Key objects: Pong's ball and paddles, Boxing's boxers and their punches, read from the reconstructed,
+generated and copy-last frames and from the long rollout, against the real ones (the readers are in
+:mod:`envs.games.objects`)."""
 
 from __future__ import annotations
 
