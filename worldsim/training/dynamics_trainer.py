@@ -447,7 +447,7 @@ def head_losses(reward, done, batch, w, device, space: str = "symlog",
     frames with a negative reward by ``negative_weight`` times more."""
     denom = w.sum().clamp_min(1.0)
     target = batch["rewards"].to(device).float()
-    rw = w * torch.where(target < 0, float(negative_weight), 1.0) if negative_weight != 1.0 else w
+    rw = w * torch.where(target < 0, float(negative_weight), 1.0)
     if space == "sign":
         cls = (torch.sign(target) + 1).long()
         r_loss = (F.cross_entropy(reward.float().flatten(0, 1), cls.flatten(), reduction="none") * rw.flatten()).sum() / denom

@@ -16,12 +16,12 @@ import sys
 def stats(label: str, frames, rewards) -> None:
     import numpy as np
 
-    from envs.games.objects.boxing import arms_out, find_boxers
+    from envs.games.objects.boxing import REACH, arms_out, find_boxers
 
     b = find_boxers(frames)
     d = np.linalg.norm(b["white"][1] - b["black"][1], axis=-1)  # NaN where one is not found
     ok = ~np.isnan(d)
-    near = ok & (d < 14)
+    near = ok & (d < REACH)
     r = np.asarray(rewards, np.float64)
     arm = {k: v & near for k, v in arms_out(frames).items()}  # a punching arm widens its boxer
     print(f"{label}: {len(d)} frames, both found {ok.mean():.3f}, within 10/14/18 px "

@@ -62,8 +62,13 @@ def _centroids(found: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.n
 def arms_out(frames: np.ndarray) -> dict[str, np.ndarray]:
     """uint8 (..., 64, 64, 3) -> per boxer, bool (...,): its arm is out (its pixels span >= ``ARM_COLUMNS``
     columns). A punch is one or two pixels of arm: a world that draws soft boxers loses it first."""
+    return _arms(masks(frames))
+
+
+def _arms(found: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``masks``' output -> ``arms_out``'."""
     out = {}
-    for name, m in masks(frames).items():
+    for name, m in found.items():
         cols = m.any(-2)  # (..., 60) columns holding the boxer
         first, last = np.argmax(cols, -1), cols.shape[-1] - 1 - np.argmax(cols[..., ::-1], -1)
         out[name] = cols.any(-1) & (last - first + 1 >= ARM_COLUMNS)
@@ -74,11 +79,12 @@ def punch_rates(frames: np.ndarray) -> dict[str, float | int | None]:
     """uint8 (..., 64, 64, 3) -> ``in_reach`` (frames showing both boxers within ``REACH`` px) and, per boxer,
     the share of those frames in which its arm is out (None without such frames). The game's agents' bouts:
     white 0.26, black 0.10 (checkpoints/wip/README.md)."""
-    found = find_boxers(frames)
+    m = masks(frames)  # read once: the boxers' places and their arms
+    found = _centroids(m)
     dist = np.linalg.norm(found["white"][1] - found["black"][1], axis=-1)
     near = np.nan_to_num(dist, nan=np.inf) < REACH
     out: dict[str, float | int | None] = {"in_reach": int(near.sum())}
-    for name, arm in arms_out(frames).items():
+    for name, arm in _arms(m).items():
         out[name] = float(arm[near].mean()) if near.any() else None
     return out
 
