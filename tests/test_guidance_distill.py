@@ -216,3 +216,77 @@ def test_the_anchor_can_hold_only_some_actions():
     plain = loss(None)
     torch.testing.assert_close(loss([0, 1, 2]), plain)
     assert loss([7]).item() == 0.0 and 0 < loss([1]).item() and loss([1]).item() != plain.item()
+
+
+def _engine_frame(m: DiT, z, acts, null, i: int, start, level: float, g: float, steps: int) -> torch.Tensor:
+    """The frame the engine makes at index ``i``: the clean frames before it in the cache, then ``steps`` guided
+    Euler steps (uncommitted) from ``start`` at ``level`` down to 0 -> (B, 1, C, h, w)."""
+    b = z.shape[0]
+    cache = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, CFG.window, CFG.tokens_per_frame)
+    x = start
+    with torch.no_grad():
+        for k in range(i):
+            m.step(z[:, k : k + 1], torch.zeros(b, 1), acts[:, k : k + 1], torch.full((b,), k), cache, commit=True,
+                   null=null[:, k : k + 1])
+        for s in range(steps):
+            args = (x, torch.full((b, 1), level * (1 - s / steps)), acts[:, i : i + 1], torch.full((b,), i), cache)
+            v = m.step(*args, null=torch.zeros(b, 1, dtype=torch.bool))[0]
+            v0 = m.step(*args, null=torch.ones(b, 1, dtype=torch.bool))[0]
+            x = x - level / steps * (v0 + g * (v - v0))
+    return x
+
+
+def test_step_distillation_targets_land_on_the_engines_many_step_frame():
+    """distill_steps K: every branch starts from its previous frame at the start level, and its target velocity,
+    taken once from there, lands on the frame the engine makes in K guided Euler steps (guidance 1 and 2)."""
+    from worldsim.training.guidance_distill import sampled_frames
+
+    m, b, t = teacher(), 2, 6
+    z, acts = torch.randn(b, t, 4, 8, 8), torch.randint(0, 3, (b, t))
+    null = torch.zeros(b, t, dtype=torch.bool)
+    null[:, 0] = True
+    idx = torch.tensor([4, 5])
+    clip = {"x": z, "levels": torch.zeros(b, t), "actions": acts, "null": null}
+    start = 0.2 * z[:, idx - 1] + 0.8 * torch.randn(b, 2, 4, 8, 8)
+    for g, steps in ((1.0, 3), (2.0, 2)):
+        branches = {"x": start, "levels": torch.full((b, 2), 0.8), "actions": acts[:, idx], "frames": idx}
+        frames = sampled_frames(m, clip, branches, g, steps)
+        for j, i in enumerate(idx.tolist()):
+            want = _engine_frame(m, z, acts, null, i, start[:, j : j + 1], 0.8, g, steps)
+            torch.testing.assert_close(frames[:, j], want[:, 0], rtol=1e-4, atol=1e-4)
+    # the loss's branches all start at the start level, and its target is that landing velocity
+    cfg = replace(DynamicsTrainConfig(), distill_guidance=1.0, distill_branches=2, distill_steps=3, context_max=0.0)
+    student = copy.deepcopy(m)
+    with torch.no_grad():
+        one = distill_loss(student, m, z, acts, null, replace(cfg, distill_steps=1, distill_start_prob=1.0), 0.8,
+                           torch.Generator().manual_seed(0))[0]
+        three = distill_loss(student, m, z, acts, null, cfg, 0.8, torch.Generator().manual_seed(0))[0]
+    assert one.item() < 1e-10 < three.item()  # a one-step teacher is its own student; three steps land elsewhere
+
+
+def test_a_step_distilled_student_makes_the_teachers_many_step_frame_in_one():
+    """A student trained with distill_steps=4 makes, in one step from the start level, a frame closer to the
+    teacher's 4-step frame than the teacher's own one step is."""
+    from worldsim.training.guidance_distill import sampled_frames
+
+    t_model = teacher().requires_grad_(False)
+    student = copy.deepcopy(t_model).train().requires_grad_(True)
+    cfg = replace(DynamicsTrainConfig(), distill_guidance=1.0, distill_branches=3, distill_steps=4, context_max=0.0)
+    gen = torch.Generator().manual_seed(0)
+    z, acts = torch.randn(4, 6, 4, 8, 8), torch.randint(0, 3, (4, 6))
+    null = torch.zeros(4, 6, dtype=torch.bool)
+    opt = torch.optim.Adam(student.parameters(), lr=2e-3)
+    for _ in range(150):
+        loss = distill_loss(student, t_model, z, acts, null, cfg, 0.8, gen)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    idx = torch.tensor([3, 4, 5])
+    clip = {"x": z, "levels": torch.zeros(4, 6), "actions": acts, "null": null}
+    branches = {"x": 0.2 * z[:, idx - 1] + 0.8 * torch.randn(4, 3, 4, 8, 8, generator=gen),
+                "levels": torch.full((4, 3), 0.8), "actions": acts[:, idx], "frames": idx}
+    want = sampled_frames(t_model, clip, branches, 1.0, 4)
+    teacher_one = sampled_frames(t_model, clip, branches, 1.0, 1)
+    student_one = sampled_frames(student.eval(), clip, branches, 1.0, 1)
+    before, after = (teacher_one - want).pow(2).mean().item(), (student_one - want).pow(2).mean().item()
+    assert after < 0.5 * before, (before, after)

@@ -60,13 +60,14 @@ def test_collect_vae_dynamics_resume_and_video(tmp_path):
     vae_trained = load_vae(runs / "vae.safetensors")[0].state_dict()
     for name, w in world.vae.state_dict().items():
         assert torch.equal(w, vae_trained[name].half().float() if w.is_floating_point() else vae_trained[name]), name
-    # Guidance distillation, the teacher (and starting point) being the exported world file.
+    # Guidance and step distillation, the teacher (and starting point) being the exported world file.
     distilled = tmp_path / "distilled"  # no VAE there: it comes from the world file
     out = run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",
               f"dynamics.train.init_from={world_file}", "dynamics.train.distill_guidance=3", "dynamics.train.log_every=1",
-              f"data_dir={data}", f"run_dir={distilled}", "world.max_episode_steps=20")
+              "dynamics.train.distill_steps=2", f"data_dir={data}", f"run_dir={distilled}", "world.max_episode_steps=20")
     assert f"initialised from {world_file}" in out and '"guided"' in (distilled / "dynamics_log.jsonl").read_text()
-    assert load_dynamics(distilled / "dynamics.safetensors")[1]["step"] == 2
+    distilled_meta = load_dynamics(distilled / "dynamics.safetensors")[1]
+    assert distilled_meta["step"] == 2 and distilled_meta["history"][-1]["distill_steps"] == 2
     # A fine-tune anchored to the world it starts from: both losses logged, the anchor in the ledger.
     anchored = tmp_path / "anchored"
     run("stage=dynamics", "vae=tiny", "dynamics=tiny", "dynamics.train.heldout_every=2", "dynamics.train.steps=2",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 from types import SimpleNamespace
 
@@ -92,7 +93,6 @@ def _state(path):
 
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, carracing_data, monkeypatch):
     """Interrupted at step 3 and resumed to 6 == trained to 6 at once: weights, EMA, optimizer moments, step."""
-    import shutil
 
     import worldsim.training.loop as loop
 
@@ -165,6 +165,16 @@ def test_a_draft_world_trains_evaluates_and_exports_with_its_mode(tmp_path, carr
     train_dynamics(dit_cfg, DynamicsTrainConfig(steps=3, batch_size=2, clip_length=4, warmup=1, eval_every=3,
                                                 heldout_every=2), SamplerConfig(), carracing_data, tmp_path, cpu)
     assert json.loads((tmp_path / "dynamics_log.jsonl").read_text().splitlines()[-1])["rollout_psnr"] > 0
-    world = load_world(export_world(ExportConfig(contexts=2, context_frames=4), carracing_data, tmp_path,
-                                    SamplerConfig(), "d"))
-    assert world.dit.cfg.commit == "draft"
+    world_file = export_world(ExportConfig(contexts=2, context_frames=4), carracing_data, tmp_path, SamplerConfig(), "d")
+    assert load_world(world_file).dit.cfg.commit == "draft"
+    # Step distillation needs a two-call teacher's sampler to distil, in 1..8 steps.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(tmp_path / "vae.safetensors", fresh / "vae.safetensors")
+    for changes, words in (({"distill_steps": 2}, "distill_guidance"), ({"distill_steps": 9}, "1..8"),
+                           ({"distill_steps": 2, "distill_guidance": 1.0, "init_from": str(world_file)},
+                            "two-call teacher")):
+        with pytest.raises(ValueError, match=words):
+            train_dynamics(dit_cfg, DynamicsTrainConfig(steps=4, batch_size=2, clip_length=4, heldout_every=2, **changes),
+                           SamplerConfig(), carracing_data, fresh, cpu)
+    assert not (fresh / "dynamics.safetensors").exists()

@@ -17,7 +17,7 @@ from worldsim.data.dataset import ClipDataset, EpisodeDataset
 from worldsim.data.latents import LatentStore, ensure_latents, vae_file_id
 from worldsim.diffusion.flow import add_noise, draft_inputs, sample_levels, velocity
 from worldsim.engine.latent_space import LatentEncoder
-from worldsim.engine.sampler import SamplerConfig
+from worldsim.engine.sampler import SamplerConfig, check_steps
 from worldsim.engine.simulator import Simulator
 from worldsim.frames import to_model
 from worldsim.models.dit import DiT, DiTConfig
@@ -118,6 +118,12 @@ class DynamicsTrainConfig:
     """Guidance distillation: the model whose guided predictions are distilled (a dynamics checkpoint or a world
     file), when it is not ``init_from``: e.g. a one-call world continued from its own file while a two-call world
     of the same lineage teaches it."""
+    distill_steps: int = 1
+    """Step distillation (with ``distill_guidance``): the teacher makes each branch's frame in this many Euler
+    steps of its guided sampler (1-8, from the sampler's start level down to 0, as the engine at that many
+    sampling steps), every branch starting as the sampler does, and the student learns to land on that frame in
+    one step. A one-step sampler that starts high returns the mean of the frames that could follow (Boxing's
+    punching arm is averaged away); several steps commit to one of them. 1: the teacher's velocity itself."""
     distill_branches: int = 8
     """Guidance distillation: next-frame branches per clip (the clip's last frames)."""
     distill_start_prob: float = 0.5
@@ -273,6 +279,7 @@ def train_dynamics(
         prior = history_of(read_dynamics(cfg.init_from)[0]) if cfg.init_from else []
     hist = RunHistory("dynamics", run_dir, prior, step, cfg.batch_size * cfg.clip_length * ranks.world_size, device,
                       init_from=cfg.init_from, distill_guidance=cfg.distill_guidance or None,
+                      distill_steps=cfg.distill_steps if cfg.distill_guidance > 0 and cfg.distill_steps != 1 else None,
                       teacher=cfg.teacher if cfg.distill_guidance > 0 or cfg.anchor_weight > 0 else None,
                       anchor_weight=cfg.anchor_weight or None,
                       anchor_guidance=cfg.anchor_guidance if cfg.anchor_weight > 0 else None,
@@ -301,6 +308,10 @@ def train_dynamics(
     if cfg.anchor_weight > 0 and (cfg.distill_guidance > 0 or model_cfg.commit == "draft"):
         raise ValueError("dynamics.train.anchor_weight anchors a two-call world's flow-matching fine-tune; set it to 0 "
                          "with dynamics.train.distill_guidance (that loss is all teacher already) or a commit=draft world")
+    check_steps(cfg.distill_steps, "dynamics.train.distill_steps")
+    if cfg.distill_steps > 1 and cfg.distill_guidance <= 0:
+        raise ValueError("dynamics.train.distill_steps distils a teacher's sampler: set dynamics.train.distill_guidance "
+                         "too (1 keeps the teacher's own key response)")
     if cfg.distill_guidance > 0 or cfg.anchor_weight > 0:
         source = cfg.teacher or cfg.init_from
         if not source:
@@ -311,6 +322,9 @@ def train_dynamics(
         teacher.requires_grad_(False)
         # A two-call teacher of a one-call student plays each frame from its own sampler's start level.
         teacher_start = float((teacher_meta.get("sampler") or {}).get("start_level", sampler.start_level))
+        if cfg.distill_steps > 1 and teacher.cfg.commit == "draft":
+            raise ValueError(f"dynamics.train.distill_steps needs a two-call teacher (commit=pass): {source} makes "
+                             "each frame in one call, so it has no steps to distil; leave distill_steps at 1")
         if not distillable(teacher.cfg, model_cfg):
             raise ValueError(f"guidance distillation keeps the architecture (a two-call teacher may teach a one-call "
                              f"world, not the reverse): {source} has {to_dict(teacher.cfg)}, the config asks for "
@@ -405,7 +419,7 @@ def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, a
     z0 = z[keep.to(z.device)]
     null = reset_null(batch["start"][keep], z0.shape[1], device)
     anchor = distill_loss(dit, teacher, z0, batch["actions"][keep].to(device), null, cfg, sampler.start_level, gen,
-                          amp, scale=cfg.anchor_guidance, only_actions=cfg.anchor_actions)[0]
+                          amp, scale=cfg.anchor_guidance, only_actions=cfg.anchor_actions, steps=1)[0]
     loss = loss + cfg.anchor_weight * anchor * keep.float().mean().item()
     return loss, {**parts, "loss": loss.detach(), "anchor": anchor.detach()}
 

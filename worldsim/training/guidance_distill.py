@@ -23,6 +23,12 @@ each branch as its own cache holds them (finished frames at a context level) and
 sampler's start level; the frame it makes is the student's target, so a two-call world (its guidance distilled or
 not) becomes a one-call world in one run. (Measured on Boxing, 2026-12-06: the teacher's velocity taken at the
 draft level 0.5 instead, below its start level 0.8, taught a world that moved half as much as the game.)
+
+Step distillation (``distill_steps`` K > 1) uses the same layout: the teacher makes each branch's frame in K
+Euler steps of its guided sampler from the start level (:func:`sampled_frames`, K teacher passes a training step)
+and the student learns the one velocity that lands on that frame. A one-step sampler that starts from a high
+level returns the mean of the frames that could follow; a frame made in several steps commits to one of them
+(Boxing's punching arm, averaged away in one step: checkpoints/wip/README.md, ``boxing-mw/``).
 """
 
 from __future__ import annotations
@@ -43,25 +49,45 @@ def guided_targets(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[s
     b, t = clip["levels"].shape
     n = branches["levels"].shape[1]
     dev = clip["x"].device
-    frames = torch.cat([torch.arange(t, device=dev), branches["frames"], branches["frames"]])
-    branch = torch.arange(t + 2 * n, device=dev) >= t
-    no, yes = torch.zeros(b, n, dtype=torch.bool, device=dev), torch.ones(b, n, dtype=torch.bool, device=dev)
+    copies = 1 if scale == 1 else 2  # at scale 1 the null-action pass drops out of the guided velocity
+    frames = torch.cat([torch.arange(t, device=dev)] + [branches["frames"]] * copies)
+    branch = torch.arange(t + copies * n, device=dev) >= t
+    nulls = [torch.zeros(b, n, dtype=torch.bool, device=dev), torch.ones(b, n, dtype=torch.bool, device=dev)][:copies]
     with torch.no_grad(), torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-        v = teacher(torch.cat([clip["x"], branches["x"], branches["x"]], 1),
-                    torch.cat([clip["levels"], branches["levels"], branches["levels"]], 1),
-                    torch.cat([clip["actions"], branches["actions"], branches["actions"]], 1),
-                    torch.cat([clip["null"], no, yes], 1), frames=frames, branch=branch)[0].float()
-    cond, uncond = v[:, t : t + n], v[:, t + n :]
+        v = teacher(torch.cat([clip["x"]] + [branches["x"]] * copies, 1),
+                    torch.cat([clip["levels"]] + [branches["levels"]] * copies, 1),
+                    torch.cat([clip["actions"]] + [branches["actions"]] * copies, 1),
+                    torch.cat([clip["null"], *nulls], 1), frames=frames, branch=branch)[0].float()
+    cond = v[:, t : t + n]
+    if copies == 1:
+        return cond
+    uncond = v[:, t + n :]
     return uncond + scale * (cond - uncond)
+
+
+def sampled_frames(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[str, torch.Tensor], scale: float,
+                   steps: int, amp=None) -> torch.Tensor:
+    """The frame the teacher's guided sampler makes from every branch in ``steps`` Euler steps, each branch from
+    its own level down to 0 in equal steps (the engine's schedule at shift 1: ``steps`` calls of
+    :func:`guided_targets`, the clip held as the cache holds it) -> (B, n, C, h, w) float32. Arguments as there."""
+    x, level = branches["x"].float(), branches["levels"].float()
+    for i in range(steps):
+        now = level * (1 - i / steps)
+        v = guided_targets(teacher, clip, {**branches, "x": x, "levels": now}, scale, amp)
+        x = x - (level / steps)[..., None, None, None] * v
+    return x
 
 
 def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg,
                  start_level: float, gen: torch.Generator, amp=None, scale: float | None = None,
-                 only_actions=None):
+                 only_actions=None, steps: int | None = None):
     """z0 (B, T, C, h, w) clean latents of a clip, actions (B, T[, ...]), null (B, T) ->
     (guided-velocity loss on the branches, the student's reward (B, T) and termination logit (B, T) on the clip).
     ``scale``: the teacher's guidance (default ``cfg.distill_guidance``); ``only_actions``: discrete actions whose
-    branches count in the loss (None: all; a batch with none of them: 0)."""
+    branches count in the loss (None: all; a batch with none of them: 0); ``steps``: the teacher's sampling steps
+    (default ``cfg.distill_steps``): above 1 every branch starts from its previous frame at ``start_level`` and
+    the target is the velocity that lands, in one step, on the frame the teacher makes in ``steps``."""
+    steps = cfg.distill_steps if steps is None else steps
     b, t = z0.shape[:2]
     dev = z0.device
     n = min(cfg.distill_branches, t - 1)
@@ -70,12 +96,17 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
     clip = {"x": add_noise(z0, levels, noise), "levels": levels, "actions": actions, "null": null}
     idx = torch.arange(t - n, t, device=dev)
     blv = sample_levels(b, n, cfg.level_mean, cfg.level_std, gen).to(dev)
-    from_prev = (torch.rand(b, n, generator=gen) < cfg.distill_start_prob).to(dev)
+    from_prev = (torch.rand(b, n, generator=gen) < (cfg.distill_start_prob if steps == 1 else 1.0)).to(dev)
     blv = torch.where(from_prev, torch.full_like(blv, start_level), blv)
     src = torch.where(from_prev[..., None, None, None], z0[:, idx - 1], z0[:, idx])
     branches = {"x": add_noise(src, blv, torch.randn(src.shape, generator=gen).to(dev)), "levels": blv,
                 "actions": actions[:, idx], "frames": idx}
-    target = guided_targets(teacher, clip, branches, cfg.distill_guidance if scale is None else scale, amp)
+    scale = cfg.distill_guidance if scale is None else scale
+    if steps == 1:
+        target = guided_targets(teacher, clip, branches, scale, amp)
+    else:
+        frame = sampled_frames(teacher, clip, branches, scale, steps, amp)
+        target = (branches["x"].float() - frame) / start_level
     frames = torch.cat([torch.arange(t, device=dev), idx])
     with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
         v, reward, done = dit(torch.cat([clip["x"], branches["x"]], 1), torch.cat([levels, blv], 1),
@@ -100,8 +131,8 @@ def draft_targets(teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: t
     (B, n, C, h, w)). A draft teacher reads the same layout. A two-call teacher reads the frames before a branch
     as its cache holds them (finished frames at a context level) and starts the branch as its sampler does: the
     previous frame noised (the same noise) to ``teacher_level`` (its sampler's start level; default ``level``);
-    the frame its guided step makes becomes the student's target velocity from its own input, so the student
-    learns the teacher's frames as played even where the two start levels differ."""
+    the frame its guided sampler makes (in ``cfg.distill_steps`` Euler steps) becomes the student's target velocity
+    from its own input, so the student learns the teacher's frames as played even where the two start levels differ."""
     b, t = z0.shape[:2]
     dev = z0.device
     n = min(cfg.distill_branches, t - 1)
@@ -118,7 +149,7 @@ def draft_targets(teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: t
     clip = {"x": add_noise(z0, ctx, torch.randn(z0.shape, generator=gen).to(dev)), "levels": ctx,
             "actions": actions, "null": null}
     branches = {"x": xt[:, idx], "levels": lt[:, idx], "actions": actions[:, idx], "frames": idx}
-    frame = xt[:, idx] - start * guided_targets(teacher, clip, branches, cfg.distill_guidance, amp)  # one Euler step
+    frame = sampled_frames(teacher, clip, branches, cfg.distill_guidance, cfg.distill_steps, amp)
     return x, levels, idx, (x[:, idx] - frame) / level
 
 
