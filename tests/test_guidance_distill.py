@@ -157,14 +157,15 @@ def test_a_two_call_teacher_teaches_a_one_call_world_its_engine_step():
     assert not distillable(draft, CFG) and not distillable(CFG, replace(draft, dim=64))
 
 
-def _fine_tune(anchor_weight: float, agent: bool = False, steps: int = 200) -> tuple[DiT, DiT, list[float]]:
-    """``steps`` of flow matching from a copy of the teacher on clips whose frames ignore the actions (the data
-    says the keys do nothing), anchored to the teacher at ``anchor_weight`` -> (teacher, student, anchor losses)."""
+def _fine_tune(anchor_weight: float, agent: bool = False, steps: int = 200, make=teacher) -> tuple[DiT, DiT, list[float]]:
+    """``steps`` of flow matching from a copy of the teacher (``make()``) on clips whose frames ignore the actions
+    (the data says the keys do nothing), anchored to the teacher at ``anchor_weight`` -> (teacher, student, anchor
+    losses)."""
     from types import SimpleNamespace
 
     from worldsim.training.dynamics_trainer import anchored_clip_loss
 
-    t_model = teacher().requires_grad_(False)
+    t_model = make().requires_grad_(False)
     student = copy.deepcopy(t_model).train().requires_grad_(True)
     cfg = replace(DynamicsTrainConfig(), anchor_weight=anchor_weight, distill_branches=3, anchor_agent_data=False)
     gen = torch.Generator().manual_seed(0)
@@ -290,3 +291,19 @@ def test_a_step_distilled_student_makes_the_teachers_many_step_frame_in_one():
     student_one = sampled_frames(student.eval(), clip, branches, 1.0, 1)
     before, after = (teacher_one - want).pow(2).mean().item(), (student_one - want).pow(2).mean().item()
     assert after < 0.5 * before, (before, after)
+
+
+def test_a_one_call_world_is_anchored_on_its_own_layout():
+    """commit=draft: a one-call fine-tune on new data moves the one-call prediction away from its start; anchored
+    to its (draft) teacher at guidance 1, it stays at least twice as close to the teacher's prediction."""
+    from worldsim.diffusion.flow import draft_inputs
+
+    gen = torch.Generator().manual_seed(1)
+    z, acts = torch.randn(2, 6, 4, 8, 8, generator=gen), torch.randint(0, 3, (2, 6), generator=gen)
+    x, levels = draft_inputs(z, 0.5, torch.randn(z.shape, generator=gen))
+    t_model, plain, _ = _fine_tune(0.0, agent=True, make=draft_teacher)
+    _, anchored, anchors = _fine_tune(10.0, make=draft_teacher)
+    with torch.no_grad():
+        want = t_model(x, levels, acts)[0]
+        moved, held = ((m(x, levels, acts)[0] - want).abs().mean().item() for m in (plain, anchored))
+    assert held < 0.5 * moved and min(anchors) > 0.0, (moved, held)

@@ -178,3 +178,9 @@ def test_a_draft_world_trains_evaluates_and_exports_with_its_mode(tmp_path, carr
             train_dynamics(dit_cfg, DynamicsTrainConfig(steps=4, batch_size=2, clip_length=4, heldout_every=2, **changes),
                            SamplerConfig(), carracing_data, fresh, cpu)
     assert not (fresh / "dynamics.safetensors").exists()
+    # A one-call fine-tune anchored to the one-call world it starts from: both losses logged.
+    train_dynamics(dit_cfg, DynamicsTrainConfig(steps=2, batch_size=2, clip_length=4, warmup=1, eval_every=2,
+                                                heldout_every=2, log_every=1, anchor_weight=1.0,
+                                                init_from=str(world_file)), SamplerConfig(), carracing_data, fresh, cpu)
+    rows = [json.loads(r) for r in (fresh / "dynamics_log.jsonl").read_text().splitlines() if '"anchor"' in r]
+    assert [r["step"] for r in rows if r["anchor"] > 0 and r["flow"] > 0] == [1, 2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,10 @@ class DynamicsTrainConfig:
     Plain flow matching learns the unguided velocity and so undoes a key response that guidance distillation put
     in the weights (Boxing's ``boxing-gd``: 0.98 -> 0.93 of the game's in a 400-step loop round, and the shipped
     world's key test failed on it). Costs a teacher pass and a second student pass a step (Boxing, 2-core CPU,
-    bf16: 4.5 s against 2.0 s a step; 2.5 s on the driver's clips only); not with ``distill_guidance`` (which replaces the flow loss) nor ``commit=draft``."""
+    bf16: 4.5 s against 2.0 s a step; 2.5 s on the driver's clips only); not with ``distill_guidance`` (which replaces
+    the flow loss). A ``commit=draft`` world anchors its one-call flow loss to its teacher's frames on the draft
+    layout (a two-call teacher's from its own sampler's start level): guidance distilled into a one-call world
+    while the real frames still count, where distillation alone loses realism (CarRacing, wip/README.md)."""
     anchor_guidance: float = 1.0
     """Anchored fine-tuning: the teacher's guidance scale in the anchor (1: its own predictions)."""
     anchor_actions: list[int] | None = None
@@ -305,9 +308,12 @@ def train_dynamics(
         raise ValueError(f"dynamics.train.reward_negative_weight must be > 0, got {cfg.reward_negative_weight}")
     if cfg.anchor_weight < 0:
         raise ValueError(f"dynamics.train.anchor_weight must be >= 0, got {cfg.anchor_weight}")
-    if cfg.anchor_weight > 0 and (cfg.distill_guidance > 0 or model_cfg.commit == "draft"):
-        raise ValueError("dynamics.train.anchor_weight anchors a two-call world's flow-matching fine-tune; set it to 0 "
-                         "with dynamics.train.distill_guidance (that loss is all teacher already) or a commit=draft world")
+    if cfg.anchor_weight > 0 and cfg.distill_guidance > 0:
+        raise ValueError("dynamics.train.anchor_weight anchors a flow-matching fine-tune; set it to 0 with "
+                         "dynamics.train.distill_guidance (that loss is all teacher already)")
+    if cfg.anchor_weight > 0 and cfg.anchor_actions and model_cfg.commit == "draft":
+        raise ValueError("dynamics.train.anchor_actions holds a two-call world's branches; a commit=draft world is "
+                         "anchored on every frame: leave anchor_actions unset (null)")
     check_steps(cfg.distill_steps, "dynamics.train.distill_steps")
     if cfg.distill_steps > 1 and cfg.distill_guidance <= 0:
         raise ValueError("dynamics.train.distill_steps distils a teacher's sampler: set dynamics.train.distill_guidance "
@@ -344,7 +350,7 @@ def train_dynamics(
 
     def loss_fn(net, batch):
         if teacher is not None and cfg.anchor_weight > 0:
-            loss, parts = anchored_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp)
+            loss, parts = anchored_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start)
         elif teacher is not None:
             loss, parts = distill_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start)
         else:
@@ -406,30 +412,38 @@ def reset_null(start: torch.Tensor, t: int, device) -> torch.Tensor:
     return null
 
 
-def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None):
-    """Anchored fine-tuning (``anchor_weight``): the clips' flow-matching loss (:func:`clip_loss`) plus
-    ``anchor_weight`` times the distillation loss of the same clips (the driver's only, without
-    ``anchor_agent_data``; weighted by their share of the batch) against the frozen ``teacher`` at scale
-    ``anchor_guidance``; the heads learn from the clips' frames in the first part only."""
+def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None, teacher_start=None):
+    """Anchored fine-tuning (``anchor_weight``): the clips' flow-matching loss (:func:`clip_loss`, a one-call
+    world's :func:`draft_clip_loss`) plus ``anchor_weight`` times the distillation loss of the same clips (the
+    driver's only, without ``anchor_agent_data``; weighted by their share of the batch) against the frozen
+    ``teacher`` at scale ``anchor_guidance`` (a one-call world's on its draft layout, a two-call teacher playing
+    from ``teacher_start``); the heads learn from the clips' frames in the first part only."""
     z = latents_of(batch, encode, device)
-    loss, parts = clip_loss(dit, encode, batch, cfg, gen, device, amp, z0=z)
+    draft = getattr(dit, "module", dit).cfg.commit == "draft"
+    loss, parts = (draft_clip_loss if draft else clip_loss)(dit, encode, batch, cfg, gen, device, amp, z0=z)
     keep = torch.ones(len(z), dtype=torch.bool) if cfg.anchor_agent_data else ~batch["agent"]
     if not keep.any():  # a batch of the agent's clips only
         return loss, {**parts, "anchor": torch.zeros(())}
     z0 = z[keep.to(z.device)]
     null = reset_null(batch["start"][keep], z0.shape[1], device)
-    anchor = distill_loss(dit, teacher, z0, batch["actions"][keep].to(device), null, cfg, sampler.start_level, gen,
-                          amp, scale=cfg.anchor_guidance, only_actions=cfg.anchor_actions, steps=1)[0]
+    actions = batch["actions"][keep].to(device)
+    if draft:
+        anchor = draft_distill_loss(dit, teacher, z0, actions, null,
+                                    replace(cfg, distill_guidance=cfg.anchor_guidance, distill_steps=1), gen, amp,
+                                    teacher_start)[0]
+    else:
+        anchor = distill_loss(dit, teacher, z0, actions, null, cfg, sampler.start_level, gen, amp,
+                              scale=cfg.anchor_guidance, only_actions=cfg.anchor_actions, steps=1)[0]
     loss = loss + cfg.anchor_weight * anchor * keep.float().mean().item()
     return loss, {**parts, "loss": loss.detach(), "anchor": anchor.detach()}
 
 
-def draft_clip_loss(dit, encode, batch, cfg, gen, device, amp=None):
+def draft_clip_loss(dit, encode, batch, cfg, gen, device, amp=None, z0=None):
     """``commit=draft`` training: every frame's input is its previous frame noised to the model's draft level
     (the clip's first frame: itself), as the engine's one call per frame gives it, and from it the model
     predicts the frame in one step (input - level * velocity), every frame after the first a target;
-    reward and termination at every frame."""
-    z0 = latents_of(batch, encode, device)  # (B, T, C, h, w)
+    reward and termination at every frame. ``z0``: the batch's latents (B, T, C, h, w), when the caller has them."""
+    z0 = latents_of(batch, encode, device) if z0 is None else z0
     b, t = z0.shape[:2]
     level = getattr(dit, "module", dit).cfg.draft_level
     actions = batch["actions"].to(device)
