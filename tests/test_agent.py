@@ -167,13 +167,14 @@ def test_stage_agent_trains_resumes_and_stage_agent_eval_scores_it_in_the_real_g
     before = {p.name: p.read_bytes() for p in data.glob("*.safetensors")}
     ev = _run(["stage=agent_eval", f"agent_eval.agent={agent}", f"agent.world={tiny_world}", f"run_dir={run}",
                "agent_eval.episodes=1", "agent_eval.max_frames=20", "agent_eval.world_episodes=1",
-               f"agent_eval.record={data}"], tmp_path)
+               "agent_eval.world_sampling_steps=2", f"agent_eval.record={data}"], tmp_path)
     assert ev.returncode == 0, ev.stderr[-2000:]
     last = ev.stdout.strip().splitlines()[-1]
     assert last.startswith("real return: ") and last.endswith("over 1 episodes")
     report = json.loads((run / "agent_eval" / "report.json").read_text())
     assert set(report["baselines"]) == {"random", "driver"} and report["agent"]["episodes"] == 1
     assert len(report["agent"]["predicted_in_world"]["returns"]) == 1
+    assert report["agent"]["predicted_in_world"]["sampling_steps"] == 2  # the world sampled as asked
     check = report["agent"]["world_reward_on_real_episodes"]
     assert check["episodes"] == 1 and check["frames"] == 20  # the world's reward head on the real episode
     assert (run / "agent_eval" / "returns.png").exists()
@@ -362,6 +363,8 @@ def test_agent_eval_checks_every_target_before_it_plays(tiny_world, carracing_da
         (tmp_path / "afile").write_text("x")
         with pytest.raises(DatasetError, match="is a file"):
             run(record=str(tmp_path / "afile"))
+        with pytest.raises(ValueError, match="world_sampling_steps must be a whole number 1..8"):
+            run(world_sampling_steps=9)
         assert played == []  # nothing was played for any of them
         data = tmp_path / "data"
         shutil.copytree(carracing_data, data)

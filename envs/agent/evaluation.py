@@ -28,6 +28,7 @@ from envs.evaluation.heads import reward_on_traces
 from envs.games.source import has_driver, source_game
 from envs.worldenv.core import WorldCore
 from worldsim.checkpoint import CheckpointError
+from worldsim.engine.sampler import check_steps
 from worldsim.integrity import write_json
 from worldsim.shipped import checkpoints_dir
 from worldsim.world import load_world, world_path
@@ -49,6 +50,9 @@ class AgentEvalConfig:
     """More agent files scored on the same tracks."""
     world_episodes: int = 8
     """Episodes of the agent in its own world (predicted return); 0 skips."""
+    world_sampling_steps: int | None = None
+    """Sampling steps of the world in the predicted return (1-8; default: the world's own sampler), e.g. to see
+    what a world would pay the agent if each frame were sampled as a step-distilled world's teacher makes it."""
     max_frames: int | None = None
     """Frames per real episode (default: the world's source limit, 1000 for CarRacing)."""
     reward_check_episodes: int = 4
@@ -61,6 +65,8 @@ class AgentEvalConfig:
     def validate(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"agent_eval.episodes must be at least 1, got {self.episodes}")
+        if self.world_sampling_steps is not None:
+            check_steps(self.world_sampling_steps, "agent_eval.world_sampling_steps")
         unknown = sorted(set(self.baselines) - set(BASELINES))
         if unknown:
             raise ValueError(f"unknown agent_eval.baselines {unknown}; known: {list(BASELINES)}")
@@ -181,12 +187,13 @@ def play_driver(world, seeds: list[int], max_frames: int | None, label: str = ""
 
 
 def predicted_in_world(agent: Agent, world_file: Path, episodes: int, seed: int, deterministic: bool,
-                       device, agent_frames: int | None = None) -> list[float]:
+                       device, agent_frames: int | None = None, sampling_steps: int | None = None) -> list[float]:
     """The agent in its world, ``episodes`` worlds at once, whole episodes (``agent_frames``, default the real
-    game's limit) from the world's start contexts: the return the world predicts for each."""
+    game's limit) from the world's start contexts, sampled in ``sampling_steps`` (default the world's): the
+    return the world predicts for each."""
     train = agent.meta.get("train", {})
-    core = WorldCore(episodes, world_file, device=str(device), dtype=train.get("dtype", "auto"), observation="latents",
-                     window=train.get("window"))
+    core = WorldCore(episodes, world_file, device=str(device), sampling_steps=sampling_steps,
+                     dtype=train.get("dtype", "auto"), observation="latents", window=train.get("window"))
     frames = int(agent_frames or core.world.episode_limit)
     worlds = AgentWorlds(core, agent.cfg, frames, seed=seed)  # from the world's start contexts, like a real episode
     obs = worlds.reset()
@@ -234,8 +241,10 @@ def evaluate_agent(agent_file: str | Path, cfg: AgentEvalConfig, world_file: str
     report["agent"]["world_reward_on_real_episodes"] = reward_on_traces(world, traces[: cfg.reward_check_episodes])
     if cfg.world_episodes:
         t0 = time.perf_counter()
-        pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device, cfg.max_frames)
-        report["agent"]["predicted_in_world"] = _summary(pred)
+        pred = predicted_in_world(agent, wpath, cfg.world_episodes, cfg.seed, cfg.deterministic, device, cfg.max_frames,
+                                  cfg.world_sampling_steps)
+        steps = {} if cfg.world_sampling_steps is None else {"sampling_steps": cfg.world_sampling_steps}
+        report["agent"]["predicted_in_world"] = _summary(pred, **steps)
         print(f"agent (in its world): {len(pred)} episodes, predicted return {np.mean(pred):.1f} ± "
               f"{np.std(pred):.1f}, {time.perf_counter() - t0:.0f} s", flush=True)
     baselines: dict[str, Any] = {}
