@@ -151,3 +151,15 @@ def test_train_minutes_stops_an_agent_run_saved_and_the_same_command_continues_i
     assert again.returncode == 0 and f"resuming the agent from {done} decisions" in again.stdout, again.stderr[-2000:]
     meta = load_agent(agent).meta
     assert meta["decisions"] == 400 and [e["steps"] for e in meta["history"]][-1] == [done, 400]
+
+
+def test_the_ledger_table_names_how_each_run_trained():
+    """`python -m worldsim.ledger`'s table: each run's steps, whether it finished, and the settings that made it
+    differ from a plain run (step distillation, the negative-reward weight)."""
+    from worldsim.ledger import table
+
+    rows = table([{"stage": "dynamics", "steps": [0, 554], "frames": 70912, "hours": 1.42, "finished": False,
+                   "init_from": "w.safetensors", "distill_guidance": 1.0, "distill_steps": 4,
+                   "reward_negative_weight": 3.0}]).splitlines()
+    assert "0 → 554 (stopped)" in rows[2] and "70,912" in rows[2]
+    assert "w.safetensors distill_guidance=1.0 distill_steps=4 reward_negative_weight=3.0" in rows[2]
