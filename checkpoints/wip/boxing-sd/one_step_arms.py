@@ -1,0 +1,44 @@
+"""Ad-hoc, teacher-forced as the sampler plays (run from the project root): does a world draw the punching arm
+when the real 15 frames before it are in the cache (level 0.2) and the frame starts, as the Boxing sampler
+starts it, from the previous frame noised to START (default 0.8)? The arm-out shares
+(envs.games.objects.boxing.punch_rates) of the frames made in 1, 2, 4 and 8 Euler steps from there, on 48 frames
+of a recorded agent bout where the game shows an arm out.
+``python checkpoints/wip/boxing-sd/one_step_arms.py WORLD [START]``"""
+import glob
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, ".")
+from envs.games.objects.boxing import arms_out, punch_rates
+from worldsim.data.episodes import EpisodeShard
+from worldsim.diffusion.flow import add_noise
+from worldsim.frames import to_uint8
+from worldsim.world import load_world
+
+torch.manual_seed(0)
+w = load_world(sys.argv[1])
+enc = w.latent_encoder()
+e = EpisodeShard(sorted(glob.glob("data/boxing/ep00000[7-9]*.safetensors"))[0]).read(0)
+F, A = e["frames"], e["actions"]
+arm = arms_out(F)
+idx = [t for t in range(16, len(F)) if arm["white"][t] or arm["black"][t]][:48]
+clips = np.stack([F[t - 15:t + 1] for t in idx])
+acts = torch.as_tensor(np.stack([A[t - 15:t + 1] for t in idx]))
+print("real", punch_rates(clips[:, -1]))
+S = float(sys.argv[2]) if len(sys.argv) > 2 else 0.8
+with torch.no_grad():
+    z = enc(torch.as_tensor(clips))
+    for n in (1, 2, 4, 8):
+        ts = torch.linspace(S, 0.0, n + 1)
+        xl = (1 - S) * z[:, -2:-1] + S * torch.randn_like(z[:, -1:])
+        for i in range(n):
+            lv = torch.full(z.shape[:2], 0.2)
+            lv[:, -1] = ts[i]
+            x = add_noise(z, lv, torch.randn_like(z))
+            x[:, -1:] = xl
+            v, _, _ = w.dit(x, lv, acts, torch.zeros(z.shape[:2], dtype=torch.bool))
+            xl = xl + (ts[i + 1] - ts[i]) * v[:, -1:].float()
+        img = to_uint8(w.vae.decode(enc.norm.denormalize(xl))[:, 0])
+        print("start", S, n, "steps", punch_rates(img), flush=True)
