@@ -1,8 +1,9 @@
 """Teacher-forced: does the DiT draw the punching arm when the real context is given and the target frame is
 noised to level L? One Euler step x0 = x_L - L v, and N Euler steps from pure noise; the arm-out shares
 (envs.games.objects.boxing.punch_rates) of the decoded targets, 48 frames of a recorded agent bout where the game
-shows an arm out. Ad-hoc, run from the project root:
-``python checkpoints/wip/boxing-mw/teacher_forced_arms.py WORLD``"""
+shows an arm out. With START, as the Boxing sampler plays instead: the target frame starts from the previous frame
+noised to START and is made in 1, 2, 4 and 8 Euler steps from there. Ad-hoc, run from the project root:
+``python checkpoints/wip/boxing-mw/teacher_forced_arms.py WORLD [START]``"""
 import glob
 import sys
 
@@ -30,6 +31,21 @@ with torch.no_grad():
     z = enc(torch.as_tensor(clips))
     rec = to_uint8(w.vae.decode(enc.norm.denormalize(z[:, -1:]))[:, 0])
     print("vae", punch_rates(rec))
+    if len(sys.argv) > 2:
+        S = float(sys.argv[2])
+        for n in (1, 2, 4, 8):
+            ts = torch.linspace(S, 0.0, n + 1)
+            xl = (1 - S) * z[:, -2:-1] + S * torch.randn_like(z[:, -1:])
+            for i in range(n):
+                lv = torch.full(z.shape[:2], 0.2)
+                lv[:, -1] = ts[i]
+                x = add_noise(z, lv, torch.randn_like(z))
+                x[:, -1:] = xl
+                v, _, _ = w.dit(x, lv, acts, torch.zeros(z.shape[:2], dtype=torch.bool))
+                xl = xl + (ts[i + 1] - ts[i]) * v[:, -1:].float()
+            img = to_uint8(w.vae.decode(enc.norm.denormalize(xl))[:, 0])
+            print("start", S, n, "steps", punch_rates(img), flush=True)
+        sys.exit(0)
     for L in (0.1, 0.3, 0.5, 0.8, 1.0):
         lv = torch.full(z.shape[:2], 0.2)
         lv[:, -1] = L
