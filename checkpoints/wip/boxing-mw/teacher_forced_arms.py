@@ -27,6 +27,21 @@ idx = [t for t in range(16, len(F)) if arm["white"][t] or arm["black"][t]][:48]
 clips = np.stack([F[t - 15:t + 1] for t in idx])
 acts = torch.as_tensor(np.stack([A[t - 15:t + 1] for t in idx]))
 print("real targets", punch_rates(clips[:, -1]))
+
+
+def euler(xl, top: float, n: int):
+    """The target frame from ``xl`` at level ``top`` in ``n`` Euler steps, the real context at 0.2: arm-out shares."""
+    ts = torch.linspace(top, 0.0, n + 1)
+    for i in range(n):
+        lv = torch.full(z.shape[:2], 0.2)
+        lv[:, -1] = ts[i]
+        x = add_noise(z, lv, torch.randn_like(z))
+        x[:, -1:] = xl
+        v, _, _ = w.dit(x, lv, acts, torch.zeros(z.shape[:2], dtype=torch.bool))
+        xl = xl + (ts[i + 1] - ts[i]) * v[:, -1:].float()
+    return punch_rates(to_uint8(w.vae.decode(enc.norm.denormalize(xl))[:, 0]))
+
+
 with torch.no_grad():
     z = enc(torch.as_tensor(clips))
     rec = to_uint8(w.vae.decode(enc.norm.denormalize(z[:, -1:]))[:, 0])
@@ -34,17 +49,7 @@ with torch.no_grad():
     if len(sys.argv) > 2:
         S = float(sys.argv[2])
         for n in (1, 2, 4, 8):
-            ts = torch.linspace(S, 0.0, n + 1)
-            xl = (1 - S) * z[:, -2:-1] + S * torch.randn_like(z[:, -1:])
-            for i in range(n):
-                lv = torch.full(z.shape[:2], 0.2)
-                lv[:, -1] = ts[i]
-                x = add_noise(z, lv, torch.randn_like(z))
-                x[:, -1:] = xl
-                v, _, _ = w.dit(x, lv, acts, torch.zeros(z.shape[:2], dtype=torch.bool))
-                xl = xl + (ts[i + 1] - ts[i]) * v[:, -1:].float()
-            img = to_uint8(w.vae.decode(enc.norm.denormalize(xl))[:, 0])
-            print("start", S, n, "steps", punch_rates(img), flush=True)
+            print("start", S, n, "steps", euler((1 - S) * z[:, -2:-1] + S * torch.randn_like(z[:, -1:]), S, n), flush=True)
         sys.exit(0)
     for L in (0.1, 0.3, 0.5, 0.8, 1.0):
         lv = torch.full(z.shape[:2], 0.2)
@@ -56,14 +61,4 @@ with torch.no_grad():
         img = to_uint8(w.vae.decode(enc.norm.denormalize(x0))[:, 0])
         print("level", L, punch_rates(img))
     for n in (4, 8, 16):
-        ts = torch.linspace(1.0, 0.0, n + 1)
-        xl = torch.randn_like(z[:, -1:])
-        for i in range(n):
-            lv = torch.full(z.shape[:2], 0.2)
-            lv[:, -1] = ts[i]
-            x = add_noise(z, lv, torch.randn_like(z))
-            x[:, -1:] = xl
-            v, _, _ = w.dit(x, lv, acts, torch.zeros(z.shape[:2], dtype=torch.bool))
-            xl = xl + (ts[i + 1] - ts[i]) * v[:, -1:].float()
-        img = to_uint8(w.vae.decode(enc.norm.denormalize(xl))[:, 0])
-        print("euler from noise", n, "steps", punch_rates(img))
+        print("euler from noise", n, "steps", euler(torch.randn_like(z[:, -1:]), 1.0, n))
