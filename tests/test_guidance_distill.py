@@ -141,16 +141,7 @@ def test_a_two_call_teacher_teaches_a_one_call_world_its_engine_step():
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x[:, 1:], 0.5 * z[:, :-1] + 0.5 * noise[:, 1:])
     for j, i in enumerate(idx.tolist()):
-        cache = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, CFG.window, CFG.tokens_per_frame)
-        start = 0.2 * z[:, i - 1 : i] + 0.8 * noise[:, i : i + 1]
-        with torch.no_grad():
-            for k in range(i):
-                m.step(z[:, k : k + 1], torch.zeros(b, 1), acts[:, k : k + 1], torch.full((b,), k), cache, commit=True,
-                       null=null[:, k : k + 1])
-            args = (start, torch.full((b, 1), 0.8), acts[:, i : i + 1], torch.full((b,), i), cache)
-            v = m.step(*args, null=torch.zeros(b, 1, dtype=torch.bool))[0]
-            v0 = m.step(*args, null=torch.ones(b, 1, dtype=torch.bool))[0]
-        frame = start - 0.8 * (v0 + g * (v - v0))
+        frame = _engine_frame(m, z, acts, null, i, 0.2 * z[:, i - 1 : i] + 0.8 * noise[:, i : i + 1], 0.8, g, 1)
         torch.testing.assert_close(x[:, i] - 0.5 * target[:, j], frame[:, 0], rtol=1e-4, atol=1e-4)
     draft = replace(CFG, commit="draft", draft_level=0.5)
     assert distillable(CFG, draft) and distillable(draft, draft) and distillable(CFG, CFG)

@@ -16,19 +16,19 @@ import sys
 def stats(label: str, frames, rewards) -> None:
     import numpy as np
 
-    from envs.games.objects.boxing import REACH, arms_out, find_boxers
+    from envs.games.objects.boxing import REACH, find_boxers, punch_rates
 
     b = find_boxers(frames)
     d = np.linalg.norm(b["white"][1] - b["black"][1], axis=-1)  # NaN where one is not found
     ok = ~np.isnan(d)
     near = ok & (d < REACH)
     r = np.asarray(rewards, np.float64)
-    arm = {k: v & near for k, v in arms_out(frames).items()}  # a punching arm widens its boxer
+    arm = punch_rates(frames)  # the share of in-reach frames with each boxer's arm out
     print(f"{label}: {len(d)} frames, both found {ok.mean():.3f}, within 10/14/18 px "
           f"{(d[ok] < 10).mean():.3f}/{(d[ok] < 14).mean():.3f}/{(d[ok] < 18).mean():.3f}, mean distance "
           f"{d[ok].mean():.1f}, reward per 1000 frames {1000 * r.mean():.1f} (+ {1000 * r.clip(0).mean():.1f}, "
           f"- {1000 * r.clip(None, 0).mean():.1f}), within 14 px {1000 * r[near].mean():.1f}; arm out within 14 px: "
-          f"white {arm['white'].sum() / max(near.sum(), 1):.3f}, black {arm['black'].sum() / max(near.sum(), 1):.3f}",
+          f"white {arm['white'] or 0:.3f}, black {arm['black'] or 0:.3f}",
           flush=True)
 
 
