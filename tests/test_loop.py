@@ -314,3 +314,22 @@ def test_a_heads_refit_to_the_sign_reward_makes_a_world_that_pays_minus_one_zero
     rewards = torch.cat([sim.step(torch.as_tensor(clip["actions"][:1]).repeat(2, 1))[1] for _ in range(3)])
     assert set(rewards.tolist()) <= {-1.0, 0.0, 1.0} and rewards.shape == (6,)
     assert main(args) == 2  # the file is there now: not replaced without --overwrite
+
+
+def test_a_heads_refit_can_switch_a_world_to_attention_pooled_heads(tiny_world, carracing_data, tmp_path):
+    """``--head-pool attention``: the refitted world reads its frames through learned queries (they move from the
+    mean they start at), its frames' network stays the same, and the loop's setting is checked."""
+    from envs.loop.config import LoopConfig
+    from envs.loop.heads import main
+    from worldsim.world import load_world
+
+    out = tmp_path / "attention.safetensors"
+    assert main([str(tiny_world), "--data", str(carracing_data), "--out", str(out), "--steps", "3",
+                 "--batch-size", "2", "--clip-length", "4", "--heldout-every", "2", "--lr", "1e-2",
+                 "--head-pool", "attention"]) == 0
+    world, old = load_world(out), load_world(tiny_world)
+    assert old.dit.cfg.head_pool == "mean" and world.dit.cfg.head_pool == "attention"
+    assert world.dit.reward_pool.query.abs().sum() > 0 and world.dit.done_pool.query.abs().sum() > 0
+    assert torch.equal(world.dit.patch_out.weight, old.dit.patch_out.weight)
+    with pytest.raises(ValueError, match="head_pool"):
+        LoopConfig(head_pool="max").validate()

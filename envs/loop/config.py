@@ -76,6 +76,9 @@ class LoopConfig:
     head_reward_space: str | None = None
     """The reward space the heads refit switches the world to (``sign``: three classes, DIAMOND's reward for
     Atari; worldsim/models/dit.py ``reward_space``); None keeps the world's."""
+    head_pool: str | None = None
+    """How the refitted heads read a frame's tokens (``mean`` or ``attention``: learned queries, started at the
+    mean; worldsim/models/dit.py ``head_pool``); None keeps the world's."""
     head_agent_weight: float = 8.0
     head_share: float = 0.1
     """The heads' share of the round's minutes (on top of ``world_share``; with ``head_steps`` above 0)."""
@@ -121,6 +124,8 @@ class LoopConfig:
             raise ValueError(f"loop.round_minutes must be above 0 (or null), got {self.round_minutes}")
         if self.head_reward_space not in (None, "symlog", "raw", "sign"):
             raise ValueError(f"loop.head_reward_space is symlog, raw, sign or null, got {self.head_reward_space!r}")
+        if self.head_pool not in (None, "mean", "attention"):
+            raise ValueError(f"loop.head_pool is mean, attention or null, got {self.head_pool!r}")
         if not self.terminal_weight > 0:
             raise ValueError(f"loop.terminal_weight must be above 0 (1: clips alike), got {self.terminal_weight}")
         if self.head_steps < 0 or self.head_lr <= 0 or self.head_agent_weight < 0:

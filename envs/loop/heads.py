@@ -6,7 +6,9 @@ An agent trained in a world finds where the world pays for what the game punishe
 learning rate hardly move it. Here only the heads learn (``dynamics.train.train_only=heads``), at a higher
 rate, with the agent's real episodes (``agent_eval.record``, ``stage=loop``'s play) drawn more often; the
 frames the world generates stay exactly the same. ``--reward-space sign`` also switches the reward head to
-three classes (worldsim/models/dit.py: ``reward_space``); its last layer starts afresh.
+three classes (worldsim/models/dit.py: ``reward_space``); its last layer starts afresh. ``--head-pool attention``
+lets each head read a frame through learned queries instead of the mean of its tokens (``head_pool``: a landed
+punch or a score digit that changes is a token or two of a frame); the queries start at zero, i.e. at the mean.
 """
 
 from __future__ import annotations
@@ -28,20 +30,22 @@ from worldsim.world import load_world
 def refit_heads(world_file: str | Path, data_dir: str | Path, run_dir: str | Path, out: str | Path,
                 train: DynamicsTrainConfig, *, steps: int, lr: float = 1e-3, agent_weight: float = 8.0,
                 warmup: int = 20, ema_decay: float = 0.99, reward_space: str | None = None,
-                device: torch.device | str = "cpu", budget: Budget = UNLIMITED, overwrite: bool = False) -> int:
+                head_pool: str | None = None, device: torch.device | str = "cpu", budget: Budget = UNLIMITED, overwrite: bool = False) -> int:
     """Train the heads of ``world_file`` for ``steps`` steps in ``run_dir`` (resumed when it holds a state of the
     same run) and export the world as ``out`` -> the steps made (0: the budget ran out before the first
     checkpoint, and nothing is written). ``train``: batch, clip and loss settings (``dynamics.train``);
-    ``reward_space``: None keeps the world's. A stop by ``budget`` exports what was made and is re-raised."""
+    ``reward_space``, ``head_pool``: None keeps the world's. A stop by ``budget`` exports what was made and is re-raised."""
     world_file, out = Path(world_file), Path(out)
     prev = load_world(world_file)
-    model = prev.dit.cfg if reward_space is None else replace(prev.dit.cfg, reward_space=reward_space)
+    model = replace(prev.dit.cfg, reward_space=reward_space or prev.dit.cfg.reward_space,
+                    head_pool=head_pool or prev.dit.cfg.head_pool)
     model.validate()
     hcfg = replace(train, steps=steps, lr=lr, warmup=min(warmup, steps), init_from=str(world_file),
                    agent_data_weight=agent_weight, distill_guidance=0.0, anchor_weight=0.0, ema_decay=ema_decay, pre_encode=False,
                    train_only="heads", eval_every=min(train.eval_every, steps))
     print(f"refitting the reward and termination heads of {world_file} for {steps} steps (lr {lr}, agent "
-          f"episodes x{agent_weight}, reward space {model.reward_space})", flush=True)
+          f"episodes x{agent_weight}, reward space {model.reward_space}, "
+          f"{model.head_pool} pooling)", flush=True)
     stopped = None
     try:
         train_dynamics(model, hcfg, prev.sampler, data_dir, run_dir, torch.device(device), budget=budget)
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--agent-weight", type=float, default=8.0, help="agent episodes drawn this many times as often")
     ap.add_argument("--reward-space", choices=("symlog", "raw", "sign"), help="default: the world's")
+    ap.add_argument("--head-pool", choices=("mean", "attention"), help="how the heads read a frame's tokens; "
+                    "default: the world's")
     ap.add_argument("--reward-weight", type=float, default=DynamicsTrainConfig.reward_weight,
                     help="the reward loss's weight beside the termination loss's (dynamics.train.reward_weight)")
     ap.add_argument("--negative-weight", type=float, default=DynamicsTrainConfig.reward_negative_weight,
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                                     terminal_weight=args.terminal_weight, precision=args.precision)
         steps = refit_heads(args.world, args.data, run_dir, out, train,
                             steps=args.steps, lr=args.lr, agent_weight=args.agent_weight,
-                            reward_space=args.reward_space, budget=budget, overwrite=True)
+                            reward_space=args.reward_space, head_pool=args.head_pool, budget=budget, overwrite=True)
     except BudgetReached:
         print(f"stopped at the budget; {'wrote ' + str(out) if out.exists() else 'nothing exported'}; the same "
               "command with --overwrite continues from the run folder", file=sys.stderr)
