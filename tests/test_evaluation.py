@@ -138,3 +138,41 @@ def test_heads_cli_scores_the_episodes_that_ended(tiny_world, tmp_path, capsys):
     write_shard(tmp_path / "b.safetensors", [episode(8, False)], source)
     with pytest.raises(SystemExit, match="no episode ended by termination"):
         main([str(tmp_path), str(tiny_world)])
+
+
+def test_teacher_forced_heads_read_each_frame_as_the_engine_does(tiny_world):
+    """The heads on real frames see what the engine's reading call sees: a two-call world reads frame t from
+    frame t itself with real frames before it (also at the start of a window: frame W reads frame W - 1), a
+    one-call (commit=draft) world reads frame t from the call on frame t - 1's draft, so frame t itself cannot
+    change what it is paid; the same seed reads the same."""
+    from dataclasses import replace
+
+    import torch
+
+    from envs.evaluation.heads import teacher_forced_heads
+    from worldsim.models.dit import DiT
+    from worldsim.world import load_world
+
+    world = load_world(tiny_world)
+    w = world.dit.cfg.window
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (3 * w, 64, 64, 3), dtype=np.uint8)
+    actions = rng.integers(0, 5, 3 * w)
+
+    def changed(wld, k):
+        other = frames.copy()
+        other[k] = 255 - other[k]
+        a, b = teacher_forced_heads(wld, frames, actions)[0], teacher_forced_heads(wld, other, actions)[0]
+        return ~np.isclose(a, b, rtol=0, atol=1e-6)
+
+    r0, d0 = teacher_forced_heads(world, frames, actions)
+    r1, d1 = teacher_forced_heads(world, frames, actions)
+    assert np.array_equal(r0, r1) and np.array_equal(d0, d1) and r0.shape == d0.shape == (3 * w,)
+    diff = changed(world, w - 1)
+    assert not diff[: w - 1].any() and diff[w - 1] and diff[w]  # causal, and frame W sees frame W - 1
+    draft = DiT(replace(world.dit.cfg, commit="draft", draft_level=0.5), world.dit.action_space).eval()
+    draft.load_state_dict(world.dit.state_dict())
+    diff = changed(replace(world, dit=draft), w + 1)
+    assert not diff[: w + 2].any() and diff[w + 2]  # paid for frame t on the call that drafts it from frame t - 1
+    with torch.no_grad():
+        assert np.isfinite(teacher_forced_heads(replace(world, dit=draft), frames, actions)[0]).all()

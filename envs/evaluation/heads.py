@@ -8,29 +8,45 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.diffusion.flow import add_noise, draft_inputs
 from worldsim.world import World
 
 
 @torch.no_grad()
-def teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reward and termination probability the model predicts for each real frame uint8 (T, H, W, 3), given the
-    real past (windows of W real frames at the context noise level). -> (T,), (T,)"""
-    dev = world.device
-    w = world.dit.cfg.window
+def teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reward and termination probability the model predicts for each frame of one real episode, uint8 (T, H, W, 3)
+    with its actions (T, ...), read as the engine reads them, only with real frames as the past: each frame with
+    at least half a window of real frames before it (windows of W frames, W/2 apart), every frame at the level and
+    noise the engine gives it (a ``commit=pass`` world: the frame itself noised to the context level; a
+    ``commit=draft`` world: its previous frame noised to the draft level, the input of the one call that reads
+    the heads). ``seed`` fixes the noise. -> (T,), (T,)"""
+    dev, cfg = world.device, world.dit.cfg
+    w = cfg.window
+    stride = max(1, w // 2)
+    dtype = next(world.dit.parameters()).dtype
     rewards, dones = np.zeros(len(frames), np.float32), np.zeros(len(frames), np.float32)
     encode = world.latent_encoder()
-    level = world.sampler.context_level
-    for s in range(0, len(frames), w):
-        e = min(len(frames), s + w)
+    gen = torch.Generator().manual_seed(seed)
+    done_to = 0  # frames [0, done_to) are read
+    while done_to < len(frames):
+        e = min(len(frames), done_to + (w if done_to == 0 else stride))
+        s = max(0, e - w)
         z = encode(torch.from_numpy(frames[s:e][None]))
-        z = (1 - level) * z  # the context level's expected signal, without its noise
-        lv = torch.full(z.shape[:2], level, device=dev)
+        noise = torch.randn(z.shape, generator=gen).to(z.device)
+        if cfg.commit == "draft":
+            x, lv = draft_inputs(z, cfg.draft_level, noise)
+        else:
+            lv = torch.full(z.shape[:2], world.sampler.context_level, device=z.device)
+            x = add_noise(z, lv, noise)
         a = torch.as_tensor(actions[s:e][None], device=dev)
         null = torch.zeros(z.shape[:2], dtype=torch.bool, device=dev)
-        null[:, 0] = s == 0
-        _, r, d = world.dit(z.to(next(world.dit.parameters()).dtype), lv, a, null, start=s)
-        rewards[s:e] = world.dit.cfg.reward(r[0]).cpu().numpy()
-        dones[s:e] = torch.sigmoid(d[0].float()).cpu().numpy()
+        null[:, 0] = s == 0  # nothing led to the reset frame
+        _, r, d = world.dit(x.to(dtype), lv.to(dev), a, null, start=s)
+        new = slice(done_to - s, e - s)
+        rewards[done_to:e] = cfg.reward(r[0, new]).float().cpu().numpy()
+        dones[done_to:e] = torch.sigmoid(d[0, new].float()).cpu().numpy()
+        done_to = e
     return rewards, dones
 
 
@@ -48,11 +64,10 @@ def _correlation(pred: np.ndarray, real: np.ndarray) -> float | None:
 
 def reward_termination(world: World, episodes: list) -> dict[str, Any]:
     """The heads on whole real episodes, against their real rewards and terminations."""
-    frames = np.concatenate([e.frames for e in episodes])
-    actions = np.concatenate([e.actions for e in episodes])
     rewards = np.concatenate([e.rewards for e in episodes])
     terms = np.concatenate([e.terminated for e in episodes])
-    pred_r, pred_d = teacher_forced_heads(world, frames, actions)
+    heads = [teacher_forced_heads(world, e.frames, e.actions, seed=i) for i, e in enumerate(episodes)]
+    pred_r, pred_d = np.concatenate([h[0] for h in heads]), np.concatenate([h[1] for h in heads])
     return {"reward_mae": float(np.abs(pred_r - rewards).mean()),
             "reward_mae_predict_mean": float(np.abs(rewards.mean() - rewards).mean()),
             "reward_correlation": _correlation(pred_r, rewards),
@@ -73,8 +88,8 @@ def reward_on_traces(world: World, traces: list[dict]) -> dict[str, Any] | None:
     if not traces:
         return None
     pred, real = [], []
-    for t in traces:
-        p, _ = teacher_forced_heads(world, t["frames"], t["actions"])
+    for i, t in enumerate(traces):
+        p, _ = teacher_forced_heads(world, t["frames"], t["actions"], seed=i)
         pred.append(p[1:])
         real.append(t["rewards"][1:].astype(np.float32))
     p, r = np.concatenate(pred), np.concatenate(real)
