@@ -47,7 +47,7 @@ def save_checkpoint(
         raise CheckpointError(f"{path}: not written, tensors {bad[:3]} hold NaN or infinite values (training diverged: "
                               "lower the learning rate or resume from an earlier checkpoint)")
     header = {"format": FORMAT, "version": VERSION, "kind": kind}
-    header.update({k: json.dumps(v) for k, v in meta.items()})
+    header.update({k: json.dumps(v) for k, v in meta.items() if k not in header})  # a file's own meta re-saved
     return save_checked(path, out, header, CheckpointError)
 
 

@@ -45,8 +45,6 @@ def retune(path: str | Path, out: str | Path, changes: dict, overwrite: bool = F
     new.fit(int(meta["config"]["dit"]["window"]))  # no longer than the trained window
     if new == old:
         raise ValueError(f"{path} already samples with {to_dict(old)}; nothing to change")
-    for k in ("format", "version", "kind"):  # written by save_checkpoint itself
-        meta.pop(k)
     meta["sampler"] = to_dict(new)
     meta["retuned"] = [*meta.get("retuned", []), {"from": to_dict(old), "to": to_dict(new), **({"note": note} if note else {})}]
     # The same tensors as read (no module weights to cast); the new file is read back before it is published.

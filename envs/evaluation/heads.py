@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from worldsim.diffusion.flow import add_noise, draft_inputs
+from worldsim.models.latent_reward import previous_latents
 from worldsim.world import World
 
 
@@ -44,7 +45,9 @@ def teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray,
         null[:, 0] = s == 0  # nothing led to the reset frame
         _, r, d = world.dit(x.to(dtype), lv.to(dev), a, null, start=s)
         new = slice(done_to - s, e - s)
-        rewards[done_to:e] = cfg.reward(r[0, new]).float().cpu().numpy()
+        if world.dit.latent_reward is not None:  # the engine's: from the clean latents of the frame and the last
+            r = world.dit.latent_reward.expected(previous_latents(z).to(dtype), z.to(dtype))
+        rewards[done_to:e] = (r[0, new] if world.dit.latent_reward is not None else cfg.reward(r[0, new])).float().cpu().numpy()
         dones[done_to:e] = torch.sigmoid(d[0, new].float()).cpu().numpy()
         done_to = e
     return rewards, dones

@@ -211,9 +211,13 @@ class Simulator:
         a = torch.as_tensor(actions, device=self.device).reshape(self.batch, 1, *self.action_shape)
         c = self.dit.cfg
         x, reward, done = self._draft(a) if c.commit == "draft" else self._sample_and_commit(a)
+        if self.dit.latent_reward is not None:  # read from this frame's latent and the last one
+            rewards = self.dit.latent_reward.expected(self.last, x)[:, 0]
+        else:
+            rewards = c.reward(reward[:, 0])
         self.last = x
         self.t += 1
-        rewards, probs = c.reward(reward[:, 0]), torch.sigmoid(done[:, 0].float())
+        probs = torch.sigmoid(done[:, 0].float())
         if not decode:
             self.undecoded[:] = True
             return None, rewards, probs

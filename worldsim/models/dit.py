@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from worldsim.config import from_dict
+from worldsim.models.latent_reward import LatentReward
 from worldsim.models.rope import Rotary3D, apply_rotary
 
 
@@ -80,6 +81,10 @@ class DiTConfig:
     (``dynamics.train`` follows this setting), so a file of one mode always runs in that mode."""
     draft_level: float = 0.5
     """``commit=draft``: the noise level of every frame's input (its previous frame noised this much)."""
+    latent_reward: tuple[float, ...] = ()
+    """The reward values a :class:`~worldsim.models.latent_reward.LatentReward` beside the network reads from each
+    frame's clean latent and the one before it (the engine pays its expected value instead of the reward head's);
+    empty: none, the reward head pays. Fit by ``python -m envs.loop.latent_reward`` on a trained world."""
 
     @property
     def patches(self) -> int:
@@ -121,6 +126,10 @@ class DiTConfig:
             raise ValueError(f"commit must be pass or draft, got {self.commit!r}")
         if not 0 < self.draft_level <= 1:
             raise ValueError(f"draft_level must be in (0, 1], got {self.draft_level}")
+        if self.latent_reward and (len(self.latent_reward) < 2 or self.latent_size % 4
+                                   or list(self.latent_reward) != sorted(set(self.latent_reward))):
+            raise ValueError(f"latent_reward must be two or more increasing reward values on a latent_size divisible "
+                             f"by 4, got {list(self.latent_reward)} on {self.latent_size}")
 
 
 def level_embedding(levels: torch.Tensor, dim: int) -> torch.Tensor:
@@ -272,6 +281,8 @@ class DiT(nn.Module):
         pool = cfg.head_pool == "attention"
         self.reward_pool = AttentionPool(d, cfg.heads) if pool else None
         self.done_pool = AttentionPool(d, cfg.heads) if pool else None
+        self.latent_reward = (LatentReward(cfg.latent_channels, cfg.latent_size, cfg.latent_reward)
+                              if cfg.latent_reward else None)
         # Positions of one frame's tokens relative to its frame index: (L, 3).
         k, g = cfg.action_tokens, cfg.latent_size // p
         act = torch.stack([torch.zeros(k), -torch.ones(k), torch.arange(k)], -1)

@@ -254,6 +254,8 @@ def train_dynamics(
     train = ClipDataset(data, cfg.clip_length, "train", heldout_every=cfg.heldout_every, fields=fields, latents=store)
     held = ClipDataset(data, cfg.clip_length, "heldout", stride=cfg.clip_length, heldout_every=cfg.heldout_every)
     torch.manual_seed(cfg.seed)
+    if cfg.init_from and not model_cfg.latent_reward:  # a world's latent reward stays valid (the VAE is the same)
+        model_cfg = replace(model_cfg, latent_reward=DiTConfig.from_stored(read_dynamics(cfg.init_from)[0]["config"]).latent_reward)
     dit = DiT(model_cfg, data.source["action_space"]).to(device)
     state_path, out_path, log_path = run_dir / "dynamics_state.safetensors", run_dir / "dynamics.safetensors", run_dir / "dynamics_log.jsonl"
     if cfg.init_from and not state_path.exists():  # before the EMA copies the weights
