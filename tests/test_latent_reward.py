@@ -33,6 +33,8 @@ def test_the_latent_reward_pays_its_expected_value_and_takes_out_the_sampling_pr
             p.zero_()
     z = torch.randn(2, 3, 4, 8, 8)
     assert torch.allclose(net.expected(z, z), torch.full((2, 3), 1 / 3))  # uniform over -1, 0, 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the agents' worlds run
+        assert net.expected(z, z).dtype == torch.float32
     # Trained on batches with the classes equally often, where the data has them at 10% / 80% / 10%.
     net.fold_prior(torch.tensor([1 / 3, 1 / 3, 1 / 3]), torch.tensor([0.1, 0.8, 0.1]))
     assert torch.allclose(net.expected(z, z), torch.full((2, 3), -0.1 + 0.2), atol=1e-6)

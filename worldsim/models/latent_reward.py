@@ -44,7 +44,7 @@ class LatentReward(nn.Module):
     def expected(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
         """The expected reward (B, T) float32."""
         p = F.softmax(self(prev, cur).float(), -1)
-        return p @ self.values
+        return (p * self.values).sum(-1)  # float32 also under autocast (which would run a matmul in bf16)
 
     def fold_prior(self, sampled: torch.Tensor, true: torch.Tensor) -> None:
         """Trained on batches where class k had frequency ``sampled[k]``, where the data has ``true[k]``: shift the
