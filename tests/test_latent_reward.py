@@ -114,7 +114,8 @@ def test_fitting_a_latent_reward_learns_a_score_the_frames_show(tiny_world, tmp_
     report = fitted.meta["latent_reward_report"]
     assert report["heldout_episodes"] == 8 and report["per_frame_correlation"] > 0.7
     assert report["per_episode_correlation"] > 0.7 and report["mean_abs_episode_error"] < 2.0
-    assert history_of(fitted.meta)[-1]["stage"] == "latent_reward"
+    entry = history_of(fitted.meta)[-1]
+    assert entry["stage"] == "latent_reward" and entry["steps"] == [0, 400] and entry["hours"] > 0
     assert torch.equal(fitted.dit.patch_out.weight, world.dit.patch_out.weight)
     assert list((data / next(p.name for p in data.iterdir() if p.name.startswith("latents-"))).iterdir())
     assert main(args) == 2

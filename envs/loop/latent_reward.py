@@ -105,6 +105,7 @@ def fit_latent_reward(world_file: str | Path, data_dir: str | Path, out: str | P
     tgt = torch.from_numpy(target)
     net.train()
     made, loss_avg = 0, None
+    hist = RunHistory("latent_reward", out, history_of(world.meta), 0, batch_size, "cpu", data=str(data_dir))
     log(f"latent reward of {world_file}: values {list(values)} (data shares {np.round(true, 4).tolist()}), "
         f"{len(frame)} training frames, {sum(len(r) for _, r in eps['heldout'])} held out")
     while made < steps and budget.left_s() > 0:
@@ -131,7 +132,6 @@ def fit_latent_reward(world_file: str | Path, data_dir: str | Path, out: str | P
     log(json.dumps(report))
     dit = DiT(replace(world.dit.cfg, latent_reward=values), world.dit.action_space)
     dit.load_state_dict({**world.dit.float().state_dict(), **{f"latent_reward.{k}": v for k, v in net.state_dict().items()}})
-    hist = RunHistory("latent_reward", out, history_of(world.meta), 0, batch_size, "cpu", data=str(data_dir))
     meta = {**world.meta, HISTORY: hist.entries(made, finished=made >= steps), "latent_reward_report": report}
     save_world(out, world.vae, dit, source=world.source, sampler=world.sampler, latent_mean=world.latent_mean,
                latent_std=world.latent_std, context_frames=world.context_frames,
