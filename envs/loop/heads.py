@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from envs.loop.cli import out_refused
 from worldsim.locks import FolderInUse, lock_folder
 from worldsim.training.budget import UNLIMITED, Budget, BudgetReached
 from worldsim.training.dynamics_trainer import DynamicsTrainConfig, train_dynamics
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        print(f"error: {out} exists; give another --out or --overwrite", file=sys.stderr)
+    if out_refused(out, args.overwrite):
         return 2
     if args.steps < 1:
         print("error: --steps must be at least 1", file=sys.stderr)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.loop.cli import out_refused
 from worldsim.data.dataset import EpisodeDataset, in_split
 from worldsim.data.episodes import DatasetError
 from worldsim.data.latents import ensure_latents, vae_file_id
@@ -172,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        print(f"error: {out} exists; give another --out or --overwrite", file=sys.stderr)
+    if out_refused(out, args.overwrite):
         return 2
     if args.steps < 1 or args.batch_size < 2 or args.heldout_every < 2 or not math.isfinite(args.lr) or args.lr <= 0:
         print("error: --steps >= 1, --batch-size >= 2, --heldout-every >= 2 and a positive --lr, please", file=sys.stderr)
