@@ -46,8 +46,10 @@ def teacher_forced_heads(world: World, frames: np.ndarray, actions: np.ndarray,
         _, r, d = world.dit(x.to(dtype), lv.to(dev), a, null, start=s)
         new = slice(done_to - s, e - s)
         if world.dit.latent_reward is not None:  # the engine's: from the clean latents of the frame and the last
-            r = world.dit.latent_reward.expected(previous_latents(z).to(dtype), z.to(dtype))
-        rewards[done_to:e] = (r[0, new] if world.dit.latent_reward is not None else cfg.reward(r[0, new])).float().cpu().numpy()
+            paid = world.dit.latent_reward.expected(previous_latents(z).to(dtype), z.to(dtype))[0, new]
+        else:
+            paid = cfg.reward(r[0, new])
+        rewards[done_to:e] = paid.cpu().numpy()
         dones[done_to:e] = torch.sigmoid(d[0, new].float()).cpu().numpy()
         done_to = e
     return rewards, dones

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.evaluation.heads import _correlation
 from envs.loop.cli import out_refused
 from worldsim.data.dataset import EpisodeDataset, in_split
 from worldsim.data.episodes import DatasetError
@@ -151,9 +152,8 @@ def heldout_report(net: LatentReward, eps: list[tuple[torch.Tensor, np.ndarray]]
         per_frame_p.append(p)
         per_frame_r.append(r[1:])
     p, r = np.concatenate(per_frame_p), np.concatenate(per_frame_r)
-    corr = float(np.corrcoef(p, r)[0, 1]) if p.std() > 0 and r.std() > 0 else None
-    ep_corr = float(np.corrcoef(paid, real)[0, 1]) if len(eps) > 1 and np.std(paid) > 0 and np.std(real) > 0 else None
-    return {"heldout_episodes": len(eps), "per_frame_correlation": corr, "per_episode_correlation": ep_corr,
+    return {"heldout_episodes": len(eps), "per_frame_correlation": _correlation(p, r),
+            "per_episode_correlation": _correlation(np.array(paid), np.array(real)) if len(eps) > 1 else None,
             "return_paid": float(np.mean(paid)), "return_real": float(np.mean(real)),
             "paid_over_real": float(sum(paid) / sum(real)) if sum(real) else None,
             "mean_abs_episode_error": float(np.mean(np.abs(np.subtract(paid, real))))}

@@ -402,9 +402,8 @@ def _refit_heads(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out
     _fresh_after(hdir, world_out)
     made = _stage(process, refit_heads, world_out, data_dir, hdir, world_out, dynamics_train, steps=cfg.head_steps,
                   lr=cfg.head_lr, agent_weight=cfg.head_agent_weight, warmup=cfg.world_warmup,
-                  ema_decay=cfg.world_ema_decay, reward_space=cfg.head_reward_space, head_pool=cfg.head_pool, device=device,
-                  budget=share,
-                  overwrite=True)
+                  ema_decay=cfg.world_ema_decay, reward_space=cfg.head_reward_space, head_pool=cfg.head_pool,
+                  device=device, budget=share, overwrite=True)
     if made is None:  # its share ran out: what it made was exported, if anything
         exported = (hdir / "dynamics.safetensors").exists()
         made = int(load_world(world_out).meta.get("dynamics_step") or 0) if exported else 0
