@@ -298,3 +298,38 @@ def test_a_one_call_world_is_anchored_on_its_own_layout():
         want = t_model(x, levels, acts)[0]
         moved, held = ((m(x, levels, acts)[0] - want).abs().mean().item() for m in (plain, anchored))
     assert held < 0.5 * moved and min(anchors) > 0.0, (moved, held)
+
+
+def test_rescaled_guidance_keeps_the_unguided_frames_colours_and_still_follows_the_keys():
+    """With rescaling the guided target's clean frame has, channel by channel, the mean and spread of the teacher's
+    frame with the action and no guidance, while the action still changes it more than without guidance; at 0
+    it is plain guidance. The trainer refuses a share outside 0-1."""
+    import pytest
+
+    from worldsim.training.guidance_distill import rescaled
+
+    m, b, t = teacher(), 2, 6
+    z, lv = torch.randn(b, t, 4, 8, 8), torch.rand(b, t) * 0.2
+    null = torch.zeros(b, t, dtype=torch.bool)
+    branches = {"x": torch.randn(b, 1, 4, 8, 8), "levels": torch.full((b, 1), 0.8), "frames": torch.tensor([5])}
+    clip = {"x": z, "levels": lv, "actions": torch.zeros(b, t, dtype=torch.long), "null": null}
+
+    def frame(action, scale, share):
+        v = guided_targets(m, clip, {**branches, "actions": torch.full((b, 1), action)}, scale, rescale=share)
+        return branches["x"] - 0.8 * v
+
+    plain, cond = frame(1, 3.0, 0.0), frame(1, 1.0, 0.0)
+    torch.testing.assert_close(plain, branches["x"] - 0.8 * guided_targets(
+        m, clip, {**branches, "actions": torch.full((b, 1), 1)}, 3.0))
+    full = frame(1, 3.0, 1.0)
+    torch.testing.assert_close(full.mean((3, 4)), cond.mean((3, 4)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(full.std((3, 4)), cond.std((3, 4)), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(full, cond, atol=1e-4)  # the guided shape stays
+    keys = (frame(1, 3.0, 1.0) - frame(2, 3.0, 1.0)).abs().mean()
+    assert keys > (frame(1, 1.0, 0.0) - frame(2, 1.0, 0.0)).abs().mean()
+    x = branches["x"]
+    half = rescaled((x - plain) / 0.8, (x - cond) / 0.8, x, branches["levels"], 0.5)
+    torch.testing.assert_close(x - 0.8 * half, (plain + full) / 2, rtol=1e-4, atol=1e-5)
+    from worldsim.training.dynamics_trainer import train_dynamics
+    with pytest.raises(ValueError, match="distill_rescale"):
+        train_dynamics(CFG, DynamicsTrainConfig(distill_rescale=1.5, init_from="x"), None, "nowhere", "nowhere", "cpu")

@@ -124,6 +124,12 @@ class DynamicsTrainConfig:
     sampling steps), every branch starting as the sampler does, and the student learns to land on that frame in
     one step. A one-step sampler that starts high returns the mean of the frames that could follow (Boxing's
     punching arm is averaged away); several steps commit to one of them. 1: the teacher's velocity itself."""
+    distill_rescale: float = 0.0
+    """Guidance distillation (and the anchor's guidance): the share (0-1) of guidance rescaling applied to the
+    teacher's guided targets (:func:`worldsim.training.guidance_distill.rescaled`): each target frame keeps the
+    per-channel mean and spread of the teacher's prediction with the action and no guidance, so the distilled keys
+    come without guidance's over-saturated frames (a real-vs-generated classifier told CarRacing's guidance-distilled
+    one-call frames from the game's 0.90 of the time, its teacher's 0.76: wip/README.md). 0: plain guidance."""
     distill_branches: int = 8
     """Guidance distillation: next-frame branches per clip (the clip's last frames)."""
     distill_start_prob: float = 0.5
@@ -231,6 +237,8 @@ def train_dynamics(
     ranks: Ranks | None = None, budget: Budget = UNLIMITED,
 ) -> Path:
     """Train (or resume) the DiT on ``data_dir`` with the VAE of ``run_dir``; writes ``run_dir/dynamics.safetensors``."""
+    if not 0 <= cfg.distill_rescale <= 1:
+        raise ValueError(f"dynamics.train.distill_rescale is a share of guidance rescaling: 0 to 1, got {cfg.distill_rescale}")
     run_dir, ranks = Path(run_dir), ranks or Ranks()
     if cfg.init_from and not (run_dir / "vae.safetensors").exists():
         vae_from_world(cfg.init_from, run_dir / "vae.safetensors")
@@ -288,6 +296,7 @@ def train_dynamics(
                       teacher=cfg.teacher if cfg.distill_guidance > 0 or cfg.anchor_weight > 0 else None,
                       anchor_weight=cfg.anchor_weight or None,
                       anchor_guidance=cfg.anchor_guidance if cfg.anchor_weight > 0 else None,
+                      distill_rescale=cfg.distill_rescale or None,
                       anchor_actions=list(cfg.anchor_actions) if cfg.anchor_weight > 0 and cfg.anchor_actions else None,
                       anchor_agent_data=False if cfg.anchor_weight > 0 and not cfg.anchor_agent_data else None,
                       reward_negative_weight=None if cfg.reward_negative_weight == 1 else cfg.reward_negative_weight,

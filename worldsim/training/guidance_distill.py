@@ -40,12 +40,27 @@ from worldsim.diffusion.flow import add_noise, draft_inputs, sample_levels
 from worldsim.models.dit import DiT
 
 
+def rescaled(guided: torch.Tensor, cond: torch.Tensor, x: torch.Tensor, levels: torch.Tensor,
+             share: float) -> torch.Tensor:
+    """Guidance rescaling: the guided velocity with its clean-frame prediction's per-channel mean and spread moved
+    ``share`` of the way to the unguided (action-conditioned) prediction's, so guidance moves what the action
+    changes without over-saturating the whole frame (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+    Steps are Flawed", sec. 3.4, there on the spread alone). guided, cond, x (B, n, C, h, w); levels (B, n) > 0."""
+    s = levels.float()[..., None, None, None]
+    x0g, x0c = x.float() - s * guided, x.float() - s * cond
+    mg, mc = x0g.mean((3, 4), keepdim=True), x0c.mean((3, 4), keepdim=True)
+    sg, sc = x0g.std((3, 4), keepdim=True), x0c.std((3, 4), keepdim=True)
+    x0 = x0g + share * ((x0g - mg) * (sc / sg.clamp_min(1e-6)) + mc - x0g)
+    return (x.float() - x0) / s
+
+
 def guided_targets(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[str, torch.Tensor], scale: float,
-                   amp=None) -> torch.Tensor:
+                   amp=None, rescale: float = 0.0) -> torch.Tensor:
     """The teacher's guided velocity for every branch -> (B, n, C, h, w) float32.
 
     clip: ``x`` (B, T, C, h, w), ``levels`` (B, T), ``actions`` (B, T[, ...]), ``null`` (B, T);
-    branches: ``x`` (B, n, C, h, w), ``levels`` (B, n), ``actions`` (B, n[, ...]), ``frames`` (n,) indices < T."""
+    branches: ``x`` (B, n, C, h, w), ``levels`` (B, n), ``actions`` (B, n[, ...]), ``frames`` (n,) indices < T.
+    ``rescale``: the share of :func:`rescaled` applied (0: plain guidance)."""
     b, t = clip["levels"].shape
     n = branches["levels"].shape[1]
     dev = clip["x"].device
@@ -62,18 +77,19 @@ def guided_targets(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[s
     if copies == 1:
         return cond
     uncond = v[:, t + n :]
-    return uncond + scale * (cond - uncond)
+    guided = uncond + scale * (cond - uncond)
+    return rescaled(guided, cond, branches["x"], branches["levels"], rescale) if rescale > 0 else guided
 
 
 def sampled_frames(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[str, torch.Tensor], scale: float,
-                   steps: int, amp=None) -> torch.Tensor:
+                   steps: int, amp=None, rescale: float = 0.0) -> torch.Tensor:
     """The frame the teacher's guided sampler makes from every branch in ``steps`` Euler steps, each branch from
     its own level down to 0 in equal steps (the engine's schedule at shift 1: ``steps`` calls of
     :func:`guided_targets`, the clip held as the cache holds it) -> (B, n, C, h, w) float32. Arguments as there."""
     x, level = branches["x"].float(), branches["levels"].float()
     for i in range(steps):
         now = level * (1 - i / steps)
-        v = guided_targets(teacher, clip, {**branches, "x": x, "levels": now}, scale, amp)
+        v = guided_targets(teacher, clip, {**branches, "x": x, "levels": now}, scale, amp, rescale)
         x = x - (level / steps)[..., None, None, None] * v
     return x
 
@@ -103,9 +119,9 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
                 "actions": actions[:, idx], "frames": idx}
     scale = cfg.distill_guidance if scale is None else scale
     if steps == 1:
-        target = guided_targets(teacher, clip, branches, scale, amp)
+        target = guided_targets(teacher, clip, branches, scale, amp, cfg.distill_rescale)
     else:
-        frame = sampled_frames(teacher, clip, branches, scale, steps, amp)
+        frame = sampled_frames(teacher, clip, branches, scale, steps, amp, cfg.distill_rescale)
         target = (branches["x"].float() - frame) / start_level
     frames = torch.cat([torch.arange(t, device=dev), idx])
     with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
@@ -142,14 +158,14 @@ def draft_targets(teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: t
     if teacher.cfg.commit == "draft":
         clip = {"x": x, "levels": levels, "actions": actions, "null": null}
         branches = {"x": x[:, idx], "levels": levels[:, idx], "actions": actions[:, idx], "frames": idx}
-        return x, levels, idx, guided_targets(teacher, clip, branches, cfg.distill_guidance, amp)
+        return x, levels, idx, guided_targets(teacher, clip, branches, cfg.distill_guidance, amp, cfg.distill_rescale)
     start = level if teacher_level is None else teacher_level
     xt, lt = draft_inputs(z0, start, noise)
     ctx = (torch.rand(b, t, generator=gen) * cfg.context_max).to(dev)
     clip = {"x": add_noise(z0, ctx, torch.randn(z0.shape, generator=gen).to(dev)), "levels": ctx,
             "actions": actions, "null": null}
     branches = {"x": xt[:, idx], "levels": lt[:, idx], "actions": actions[:, idx], "frames": idx}
-    frame = sampled_frames(teacher, clip, branches, cfg.distill_guidance, cfg.distill_steps, amp)
+    frame = sampled_frames(teacher, clip, branches, cfg.distill_guidance, cfg.distill_steps, amp, cfg.distill_rescale)
     return x, levels, idx, (x[:, idx] - frame) / level
 
 
