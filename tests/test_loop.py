@@ -266,6 +266,37 @@ def test_the_guidance_step_distils_the_fine_tuned_world_into_itself_and_exports_
     assert after.sampler == before.sampler.override(guidance=1.0)  # one call per sampling step: the guidance is in it
 
 
+def test_the_latent_reward_step_fits_the_round_world_on_all_the_data_and_writes_over_it(tiny_world, tmp_path):
+    from test_latent_reward import _score_data
+
+    from envs.loop.run import _fit_latent_reward
+    from worldsim.training.budget import Budget
+    from worldsim.world import load_world
+
+    world, _, before = _round_world(tiny_world, tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    _score_data(data, before.dit.action_space)
+    fitted = _fit_latent_reward(_loop(1, latent_reward_steps=40), world, data, Budget(), Budget())
+    after = load_world(world)
+    assert fitted["steps"] == 40 and after.dit.cfg.latent_reward == (-1.0, 0.0, 1.0)
+    assert after.meta["history"][-1]["stage"] == "latent_reward"
+    assert after.meta["latent_reward_report"]["return_real"] == fitted["return_real"]
+    assert torch.equal(after.dit.patch_out.weight, before.dit.patch_out.weight)  # the frames are the same
+    assert _fit_latent_reward(_loop(1, latent_reward_steps=40), world, data, Budget(), Budget(deadline=0.0)) == \
+        {"steps": 0, "skipped": "its share of the round's minutes was spent"}
+
+
+def test_a_loop_that_fits_latent_rewards_refuses_a_game_of_many_reward_values_before_any_round(
+        tiny_world, carracing_data, tmp_path):
+    from envs.loop.run import run_loop
+
+    args = _loop_args(tiny_world, carracing_data, tmp_path)
+    with pytest.raises(ValueError, match="keeps its reward head"):
+        run_loop(_loop(1, latent_reward_steps=10), **args)
+    assert not (args["run_dir"] / "loop" / "round-1").exists()
+
+
 def test_the_heads_and_guidance_shares_count_in_the_rounds_minutes():
     from envs.loop.config import LoopConfig
 
@@ -277,6 +308,11 @@ def test_the_heads_and_guidance_shares_count_in_the_rounds_minutes():
         LoopConfig(guidance_steps=10, world_share=0.5, agent_share=0.4, guidance_share=0.2).validate()
     with pytest.raises(ValueError, match="guidance_scale"):
         LoopConfig(guidance_steps=10, guidance_scale=0.0).validate()
+    LoopConfig(latent_reward_steps=0, world_share=0.5, agent_share=0.5, latent_reward_share=0.2).validate()
+    with pytest.raises(ValueError, match="latent_reward_share"):
+        LoopConfig(latent_reward_steps=10, world_share=0.5, agent_share=0.48).validate()
+    with pytest.raises(ValueError, match="latent_reward_steps"):
+        LoopConfig(latent_reward_steps=-1).validate()
 
 
 def test_a_heads_refit_to_the_sign_reward_makes_a_world_that_pays_minus_one_zero_or_one(

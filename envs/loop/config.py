@@ -82,6 +82,15 @@ class LoopConfig:
     head_agent_weight: float = 8.0
     head_share: float = 0.1
     """The heads' share of the round's minutes (on top of ``world_share``; with ``head_steps`` above 0)."""
+    latent_reward_steps: int = 0
+    """Last in the world phase, this many steps that fit the round world's latent reward (envs/loop/latent_reward.py:
+    a classifier of each frame's reward from its latents, which the engine then pays instead of the reward head) on
+    all the real data, the round's new episodes included; 0: none (a world that has one keeps it unchanged through
+    the fine-tune). For games whose rewards take a few values (Atari scores): Boxing's loop3 round world paid its
+    agent's real bouts 50.7 where the game paid 53.8, its reward head 23.4 (checkpoints/wip/README.md, boxing-lr/).
+    Reads the data's pre-encoded latents: a fresh machine encodes them first (Boxing, 156k frames: ~21 min)."""
+    latent_reward_share: float = 0.05
+    """The latent reward's share of the round's minutes (with ``latent_reward_steps`` above 0)."""
     agent_timesteps: int = 50_000
     """Agent decisions in the world per round (``agent.train`` settings otherwise)."""
     select_episodes: int = 0
@@ -133,10 +142,15 @@ class LoopConfig:
         if self.guidance_steps < 0 or not self.guidance_scale > 0:
             raise ValueError("loop.guidance_steps must be >= 0 and guidance_scale above 0 (1: the world's own key "
                              f"response kept), got {self.guidance_steps} and {self.guidance_scale}")
+        if self.latent_reward_steps < 0:
+            raise ValueError(f"loop.latent_reward_steps must be >= 0 (0: none), got {self.latent_reward_steps}")
         heads = self.head_share if self.head_steps else 0.0
         guidance = self.guidance_share if self.guidance_steps else 0.0
+        latent = self.latent_reward_share if self.latent_reward_steps else 0.0
         if not (0 < self.world_share and 0 < self.agent_share and (not self.head_steps or 0 < self.head_share)
                 and (not self.guidance_steps or 0 < self.guidance_share)
-                and self.world_share + self.agent_share + heads + guidance <= 1):
+                and (not self.latent_reward_steps or 0 < self.latent_reward_share)
+                and self.world_share + self.agent_share + heads + guidance + latent <= 1):
             raise ValueError("loop.world_share and agent_share (and head_share with head_steps, guidance_share with "
-                             "guidance_steps) must be above 0 and add up to at most 1")
+                             "guidance_steps, latent_reward_share with latent_reward_steps) must be above 0 and add "
+                             "up to at most 1")

@@ -55,6 +55,11 @@ def reward_values(rewards: list[np.ndarray]) -> tuple[float, ...]:
     return tuple(float(v) for v in vals)
 
 
+def episode_rewards(data: EpisodeDataset) -> list[np.ndarray]:
+    """Each episode's rewards (float32 (L,)), in the order of ``data.refs``."""
+    return [data.shards[ref.shard].read(ref.j, fields=("rewards",))["rewards"].astype(np.float32) for ref in data.refs]
+
+
 def world_latents(world_file: Path, world: World, data: EpisodeDataset, log=print):
     """The data's latents for the world's VAE (encoded once into the data folder, as dynamics training does)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,9 +82,8 @@ def fit_latent_reward(world_file: str | Path, data_dir: str | Path, out: str | P
                          f"takes {world.dit.action_space}: give the world's own data folder")
     store = world_latents(world_file, world, data, log)
     eps = {"train": [], "heldout": []}
-    for ref in data.refs:
+    for ref, rewards in zip(data.refs, episode_rewards(data), strict=True):
         split = "heldout" if in_split(ref.index, "heldout", heldout_every) else "train"
-        rewards = data.shards[ref.shard].read(ref.j, fields=("rewards",))["rewards"].astype(np.float32)
         eps[split].append((torch.from_numpy(np.ascontiguousarray(store.read(ref, 0, ref.length))), rewards))
     if not eps["train"] or not eps["heldout"]:
         raise ValueError(f"{data_dir} has {len(data.refs)} episodes: too few to hold every {heldout_every}-th out "

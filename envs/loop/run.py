@@ -40,6 +40,7 @@ from envs.agent.record import record_episodes
 from envs.agent.training import AgentTrainConfig, train_agent
 from envs.loop.config import LoopConfig
 from envs.loop.heads import refit_heads
+from envs.loop.latent_reward import episode_rewards, fit_latent_reward, reward_values
 from envs.loop.play import play_for_data, shard_sums
 from envs.loop.select import choose, known_returns, selection_returns
 from worldsim.data.dataset import EpisodeDataset
@@ -200,6 +201,8 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
         agent_net = load_agent(agent_file).cfg  # the network it has; later rounds continue it
         agent_file = start_agent(agent_file, folder, started=rounds.done(1, "play") is not None)
     name = name or load_world(world_file).name
+    if cfg.latent_reward_steps:  # a game whose rewards take many values is refused before any round, not in one
+        reward_values(episode_rewards(EpisodeDataset(data_dir, allow_mixed=True)))
     loop_id_ = loop_id(folder)
     base_frames = data_frames(data_dir, loop_id_)
     played, seeds_used = 0, 0
@@ -273,6 +276,11 @@ def run_loop(cfg: LoopConfig, *, world_file: str | Path, data_dir: str | Path, r
                     heads_train = replace(dynamics_train, terminal_weight=cfg.terminal_weight)
                     w["head_steps"] = _refit_heads(cfg, heads_train, Path(out), data_dir, rounds.dir(k) / "heads",
                                                    device, budget, _share(round_budget, cfg, cfg.head_share))
+                if cfg.latent_reward_steps:
+                    print(f"round {k}: fitting the world's latent reward on all the data for "
+                          f"{cfg.latent_reward_steps} steps", flush=True)
+                    w["latent_reward"] = _fit_latent_reward(cfg, Path(out), data_dir, budget,
+                                                            _share(round_budget, cfg, cfg.latent_reward_share))
             w["minutes"] = (time.perf_counter() - t0) / 60
             rounds.finish(k, "world", w)
         world_file = str(_abs(w["world_file"], folder))
@@ -408,6 +416,20 @@ def _refit_heads(cfg: LoopConfig, dynamics_train: DynamicsTrainConfig, world_out
         exported = (hdir / "dynamics.safetensors").exists()
         made = int(load_world(world_out).meta.get("dynamics_step") or 0) if exported else 0
     return made
+
+
+def _fit_latent_reward(cfg: LoopConfig, world_out: Path, data_dir: Path, process: Budget, share: Budget) -> dict:
+    """The world phase's last step (``loop.latent_reward_steps``): the round world's latent reward fitted on all the
+    data and written over ``world_out`` (atomically) -> its held-out report (steps made, return paid against the
+    game's). A stop by the share writes what the steps made so far; one by the process's budget stops the loop
+    (the round's world phase then runs again from its saved fine-tune)."""
+    if share.left_s() <= 0:
+        return {"steps": 0, "skipped": "its share of the round's minutes was spent"}
+    report = fit_latent_reward(world_out, data_dir, world_out, steps=cfg.latent_reward_steps, seed=cfg.play_seed,
+                               budget=share)
+    if process.expired():
+        raise BudgetReached("loop", "the latent reward's fit")
+    return {k: report[k] for k in ("steps", "return_paid", "return_real", "per_frame_correlation")}
 
 
 def _pre_encode(dynamics_train: DynamicsTrainConfig, cfg: LoopConfig, data_dir: Path) -> bool:
