@@ -30,7 +30,7 @@ def table(history: list[dict]) -> str:
     for e in history:
         a, b = e.get("steps", [None, None])
         note = e.get("init_from") or ""
-        for extra in ("distill_guidance", "distill_steps", "distill_rescale", "anchor_weight", "anchor_guidance", "anchor_actions", "teacher",
+        for extra in ("distill_guidance", "distill_steps", "distill_rescale", "rollout_frames", "anchor_weight", "anchor_guidance", "anchor_actions", "teacher",
                       "reward_negative_weight", "train_only", "trained_in"):
             if e.get(extra):
                 note += f" {extra}={e[extra]}"

@@ -27,6 +27,7 @@ from worldsim.training.ema import EMA
 from worldsim.training.guidance_distill import distill_loss, draft_distill_loss
 from worldsim.training.history import HISTORY, RunHistory, history_of
 from worldsim.training.loop import Ranks, StepBatches, autocast_dtype, run_training
+from worldsim.training.rollout_context import rollout_loss
 from worldsim.training.state import load_state, save_state
 from worldsim.world import WORLD_KIND, load_world
 
@@ -124,6 +125,13 @@ class DynamicsTrainConfig:
     sampling steps), every branch starting as the sampler does, and the student learns to land on that frame in
     one step. A one-step sampler that starts high returns the mean of the frames that could follow (Boxing's
     punching arm is averaged away); several steps commit to one of them. 1: the teacher's velocity itself."""
+    rollout_frames: int = 0
+    """Training on the world's own frames (worldsim/training/rollout_context.py): above 0, every step the world
+    also plays this many frames of each clip itself (as the engine plays, from the real frames before them; at
+    most clip_length - 2) and learns the real frames that follow with its own as context, ``rollout_weight``
+    times the flow loss of the real clip; for a two-call world (``commit=pass``). Costs this many no-gradient
+    passes and a second training pass a step."""
+    rollout_weight: float = 1.0
     distill_rescale: float = 0.0
     """Guidance distillation (and the anchor's guidance): the share (0-1) of guidance rescaling applied to the
     teacher's guided targets (:func:`worldsim.training.guidance_distill.rescaled`): each target frame keeps the
@@ -239,6 +247,13 @@ def train_dynamics(
     """Train (or resume) the DiT on ``data_dir`` with the VAE of ``run_dir``; writes ``run_dir/dynamics.safetensors``."""
     if not 0 <= cfg.distill_rescale <= 1:
         raise ValueError(f"dynamics.train.distill_rescale is a share of guidance rescaling: 0 to 1, got {cfg.distill_rescale}")
+    if cfg.rollout_frames:
+        if not 1 <= cfg.rollout_frames <= cfg.clip_length - 2 or cfg.rollout_weight <= 0:
+            raise ValueError(f"dynamics.train.rollout_frames is 1 to clip_length - 2 ({cfg.clip_length - 2}) with "
+                             f"rollout_weight above 0, got {cfg.rollout_frames} and {cfg.rollout_weight}")
+        if model_cfg.commit != "pass" or cfg.distill_guidance > 0:
+            raise ValueError("dynamics.train.rollout_frames trains a two-call world (dynamics.model.commit=pass) by "
+                             "flow matching: not with commit=draft or dynamics.train.distill_guidance")
     run_dir, ranks = Path(run_dir), ranks or Ranks()
     if cfg.init_from and not (run_dir / "vae.safetensors").exists():
         vae_from_world(cfg.init_from, run_dir / "vae.safetensors")
@@ -296,7 +311,8 @@ def train_dynamics(
                       teacher=cfg.teacher if cfg.distill_guidance > 0 or cfg.anchor_weight > 0 else None,
                       anchor_weight=cfg.anchor_weight or None,
                       anchor_guidance=cfg.anchor_guidance if cfg.anchor_weight > 0 else None,
-                      distill_rescale=cfg.distill_rescale or None,
+                      distill_rescale=cfg.distill_rescale or None, rollout_frames=cfg.rollout_frames or None,
+                      rollout_weight=cfg.rollout_weight if cfg.rollout_frames else None,
                       anchor_actions=list(cfg.anchor_actions) if cfg.anchor_weight > 0 and cfg.anchor_actions else None,
                       anchor_agent_data=False if cfg.anchor_weight > 0 and not cfg.anchor_agent_data else None,
                       reward_negative_weight=None if cfg.reward_negative_weight == 1 else cfg.reward_negative_weight,
@@ -360,13 +376,20 @@ def train_dynamics(
                                                          weights), num_workers=cfg.loader_workers)
 
     def loss_fn(net, batch):
+        z = latents_of(batch, encode, device) if cfg.rollout_frames else None
         if teacher is not None and cfg.anchor_weight > 0:
-            loss, parts = anchored_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start)
+            loss, parts = anchored_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start,
+                                             z0=z)
         elif teacher is not None:
             loss, parts = distill_clip_loss(net, teacher, encode, batch, cfg, sampler, gen, device, amp, teacher_start)
         else:
             loss, parts = (draft_clip_loss if model_cfg.commit == "draft" else clip_loss)(net, encode, batch, cfg, gen,
-                                                                                         device, amp)
+                                                                                         device, amp, z0=z)
+        if cfg.rollout_frames:
+            own = rollout_loss(net, z, batch["actions"].to(device), reset_null(batch["start"], z.shape[1], device),
+                               cfg, sampler, gen, amp)
+            loss = loss + cfg.rollout_weight * own
+            parts = {**parts, "loss": loss.detach(), "rollout": own.detach()}
         return loss, {k: v.item() for k, v in parts.items()}, cfg.batch_size * cfg.clip_length
 
     if ranks.main:
@@ -423,13 +446,14 @@ def reset_null(start: torch.Tensor, t: int, device) -> torch.Tensor:
     return null
 
 
-def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None, teacher_start=None):
+def anchored_clip_loss(dit, teacher, encode, batch, cfg, sampler, gen, device, amp=None, teacher_start=None, z0=None):
     """Anchored fine-tuning (``anchor_weight``): the clips' flow-matching loss (:func:`clip_loss`, a one-call
     world's :func:`draft_clip_loss`) plus ``anchor_weight`` times the distillation loss of the same clips (the
     driver's only, without ``anchor_agent_data``; weighted by their share of the batch) against the frozen
     ``teacher`` at scale ``anchor_guidance`` (a one-call world's on its draft layout, a two-call teacher playing
-    from ``teacher_start``); the heads learn from the clips' frames in the first part only."""
-    z = latents_of(batch, encode, device)
+    from ``teacher_start``); the heads learn from the clips' frames in the first part only. ``z0``: the batch's
+    latents, when the caller has them."""
+    z = latents_of(batch, encode, device) if z0 is None else z0
     draft = getattr(dit, "module", dit).cfg.commit == "draft"
     loss, parts = (draft_clip_loss if draft else clip_loss)(dit, encode, batch, cfg, gen, device, amp, z0=z)
     keep = torch.ones(len(z), dtype=torch.bool) if cfg.anchor_agent_data else ~batch["agent"]
