@@ -6,24 +6,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_guidance_distill import CFG
+from test_guidance_distill import teacher as world
 
 from worldsim.engine.kv_cache import KVCache
 from worldsim.engine.sampler import SamplerConfig
-from worldsim.models.dit import DiT, DiTConfig
 from worldsim.training.dynamics_trainer import DynamicsTrainConfig
 from worldsim.training.rollout_context import own_frames, rollout_loss
-
-CFG = DiTConfig(latent_channels=4, latent_size=8, patch_size=2, dim=32, depth=2, heads=2, window=6, action_tokens=1)
-SPACE = {"type": "Discrete", "n": 3, "start": 0}
-
-
-def world() -> DiT:
-    torch.manual_seed(0)
-    m = DiT(CFG, SPACE).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return m
 
 
 @pytest.mark.parametrize("sampler", [SamplerConfig(steps=1, start_level=0.8, context_level=0.2),
@@ -32,7 +21,7 @@ def test_the_worlds_own_frames_are_the_ones_its_engine_step_makes(sampler):
     """From the same noise, each frame the world makes after the real ones is the engine's: the frames before it in
     the KV cache at the context level, Euler steps from the previous frame noised to the start level (with guidance),
     then the finished frame committed at the context level."""
-    m, b, t, first = world(), 2, 6, 3
+    m, b, t, first = world(), 2, CFG.window, 2
     z, acts = torch.randn(b, t, 4, 8, 8), torch.randint(0, 3, (b, t))
     null = torch.zeros(b, t, dtype=torch.bool)
     null[:, 0] = True
@@ -68,8 +57,8 @@ def test_the_worlds_own_frames_are_the_ones_its_engine_step_makes(sampler):
 def test_the_rollout_loss_trains_the_world_and_bad_settings_are_refused_before_any_work():
     """The loss reaches the network's weights; rollout_frames beyond the clip, a one-call world and guidance
     distillation are refused with the setting named."""
-    m, b, t = world(), 2, 6
-    cfg = DynamicsTrainConfig(rollout_frames=3, clip_length=t)
+    m, b, t = world(), 2, CFG.window
+    cfg = DynamicsTrainConfig(rollout_frames=2, clip_length=t)
     sampler = SamplerConfig(steps=1, start_level=0.8, context_level=0.2)
     acts, null = torch.randint(0, 3, (b, t)), torch.zeros(b, t, dtype=torch.bool)
     z = torch.randn(b, t, 4, 8, 8)
@@ -79,7 +68,7 @@ def test_the_rollout_loss_trains_the_world_and_bad_settings_are_refused_before_a
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
     with pytest.raises(ValueError, match="rollout_frames"):
         from worldsim.training.dynamics_trainer import train_dynamics
-        train_dynamics(CFG, replace(cfg, rollout_frames=5), sampler, "nowhere", "nowhere", "cpu")
+        train_dynamics(CFG, replace(cfg, rollout_frames=3), sampler, "nowhere", "nowhere", "cpu")
     with pytest.raises(ValueError, match="commit=pass"):
         train_dynamics(replace(CFG, commit="draft"), cfg, sampler, "nowhere", "nowhere", "cpu")
     with pytest.raises(ValueError, match="commit=pass"):
