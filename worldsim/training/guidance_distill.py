@@ -94,6 +94,35 @@ def sampled_frames(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[s
     return x
 
 
+def next_frame_branches(prev: torch.Tensor, cur: torch.Tensor, cfg, start_level: float, start_prob: float,
+                        gen: torch.Generator):
+    """Next-frame branch inputs for frames with clean latents ``cur`` (B, n, C, h, w) after ``prev`` (the same
+    shape): a share ``start_prob`` start as the sampler does, from the previous frame noised to ``start_level``, the
+    others from their own frame noised to a sampled level -> (inputs, levels (B, n), from_prev (B, n), noise)."""
+    b, n = cur.shape[:2]
+    dev = cur.device
+    levels = sample_levels(b, n, cfg.level_mean, cfg.level_std, gen).to(dev)
+    from_prev = (torch.rand(b, n, generator=gen) < start_prob).to(dev)
+    levels = torch.where(from_prev, torch.full_like(levels, start_level), levels)
+    src = torch.where(from_prev[..., None, None, None], prev, cur)
+    noise = torch.randn(src.shape, generator=gen).to(dev)
+    return add_noise(src, levels, noise), levels, from_prev, noise
+
+
+def with_branches(dit: DiT, clip_x: torch.Tensor, levels: torch.Tensor, actions: torch.Tensor, null: torch.Tensor,
+                  x: torch.Tensor, branch_levels: torch.Tensor, idx: torch.Tensor, amp=None):
+    """``DiT.forward`` on a clip (B, T, ...) followed by next-frame branches ``x`` (B, n, ...) at its frames ``idx``
+    (n,), each seeing the clip before its frame and itself, with the frame's action -> the DiT's outputs over T + n."""
+    b, t = levels.shape
+    n = len(idx)
+    dev = clip_x.device
+    with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+        return dit(torch.cat([clip_x, x], 1), torch.cat([levels, branch_levels], 1),
+                   torch.cat([actions, actions[:, idx]], 1),
+                   torch.cat([null, torch.zeros(b, n, dtype=torch.bool, device=dev)], 1),
+                   frames=torch.cat([torch.arange(t, device=dev), idx]), branch=torch.arange(t + n, device=dev) >= t)
+
+
 def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.Tensor, cfg,
                  start_level: float, gen: torch.Generator, amp=None, scale: float | None = None,
                  only_actions=None, steps: int | None = None):
@@ -111,24 +140,16 @@ def distill_loss(dit: DiT, teacher: DiT, z0: torch.Tensor, actions: torch.Tensor
     noise = torch.randn(z0.shape, generator=gen).to(dev)
     clip = {"x": add_noise(z0, levels, noise), "levels": levels, "actions": actions, "null": null}
     idx = torch.arange(t - n, t, device=dev)
-    blv = sample_levels(b, n, cfg.level_mean, cfg.level_std, gen).to(dev)
-    from_prev = (torch.rand(b, n, generator=gen) < (cfg.distill_start_prob if steps == 1 else 1.0)).to(dev)
-    blv = torch.where(from_prev, torch.full_like(blv, start_level), blv)
-    src = torch.where(from_prev[..., None, None, None], z0[:, idx - 1], z0[:, idx])
-    branches = {"x": add_noise(src, blv, torch.randn(src.shape, generator=gen).to(dev)), "levels": blv,
-                "actions": actions[:, idx], "frames": idx}
+    x, blv, _, _ = next_frame_branches(z0[:, idx - 1], z0[:, idx], cfg, start_level,
+                                       cfg.distill_start_prob if steps == 1 else 1.0, gen)
+    branches = {"x": x, "levels": blv, "actions": actions[:, idx], "frames": idx}
     scale = cfg.distill_guidance if scale is None else scale
     if steps == 1:
         target = guided_targets(teacher, clip, branches, scale, amp, cfg.distill_rescale)
     else:
         frame = sampled_frames(teacher, clip, branches, scale, steps, amp, cfg.distill_rescale)
         target = (branches["x"].float() - frame) / start_level
-    frames = torch.cat([torch.arange(t, device=dev), idx])
-    with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-        v, reward, done = dit(torch.cat([clip["x"], branches["x"]], 1), torch.cat([levels, blv], 1),
-                              torch.cat([actions, branches["actions"]], 1),
-                              torch.cat([null, torch.zeros(b, n, dtype=torch.bool, device=dev)], 1),
-                              frames=frames, branch=torch.arange(t + n, device=dev) >= t)
+    v, reward, done = with_branches(dit, clip["x"], levels, actions, null, x, blv, idx, amp)
     if only_actions is None:
         return F.mse_loss(v[:, t:].float(), target), reward[:, :t], done[:, :t]
     if branches["actions"].is_floating_point() or branches["actions"].dim() != 2:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from worldsim.diffusion.flow import add_noise, sample_levels, timesteps
+from worldsim.diffusion.flow import add_noise, timesteps
 from worldsim.models.dit import DiT
+from worldsim.training.guidance_distill import next_frame_branches, with_branches
 
 
 @torch.no_grad()
@@ -85,17 +86,9 @@ def rollout_loss(dit: DiT, z0: torch.Tensor, actions: torch.Tensor, null: torch.
     levels = (torch.rand(b, t, generator=gen) * cfg.context_max).to(dev)
     clip_x = add_noise(made, levels, torch.randn(z0.shape, generator=gen).to(dev))
     idx = torch.arange(first, t, device=dev)
-    n = len(idx)
-    blv = sample_levels(b, n, cfg.level_mean, cfg.level_std, gen).to(dev)
-    from_prev = (torch.rand(b, n, generator=gen) < cfg.distill_start_prob).to(dev)
-    blv = torch.where(from_prev, torch.full_like(blv, sampler.start_level), blv)
     real = z0[:, idx]
-    src = torch.where(from_prev[..., None, None, None], made[:, idx - 1], real)
-    noise = torch.randn(real.shape, generator=gen).to(dev)
-    x = add_noise(src, blv, noise)
+    x, blv, from_prev, noise = next_frame_branches(made[:, idx - 1], real, cfg, sampler.start_level,
+                                                   cfg.distill_start_prob, gen)
     target = torch.where(from_prev[..., None, None, None], (x - real) / sampler.start_level, noise - real)
-    with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-        v = dit(torch.cat([clip_x, x], 1), torch.cat([levels, blv], 1), torch.cat([actions, actions[:, idx]], 1),
-                torch.cat([null, torch.zeros(b, n, dtype=torch.bool, device=dev)], 1),
-                frames=torch.cat([torch.arange(t, device=dev), idx]), branch=torch.arange(t + n, device=dev) >= t)[0]
+    v = with_branches(dit, clip_x, levels, actions, null, x, blv, idx, amp)[0]
     return F.mse_loss(v[:, t:].float(), target.float())
