@@ -37,3 +37,18 @@ def test_plays_100_frames_and_responds_to_actions():
     # The CPU-trained world responds weakly (checkpoints/README.md), so the bar is "clearly nonzero".
     left, right = drive(1), drive(2)
     assert np.abs(left - right).mean() > 0.05 and np.abs(left[-1] - right[-1]).max() >= 10
+
+
+def test_shipped_world_makes_each_frame_in_one_network_call():
+    """Issue 37: the shipped CarRacing world is a one-call world (commit=draft, guidance in its weights), so a
+    frame costs one DiT pass, not a sampling pass plus a commit pass."""
+    env = WorldModelEnv(world="carracing", device="cpu")
+    sim = env.core.sim
+    assert sim.dit.cfg.commit == "draft" and sim.sampler.steps == 1 and sim.sampler.guidance == 1.0
+    env.reset(seed=0)
+    calls = []
+    step = sim._step
+    sim._step = lambda *a, **k: calls.append(k.get("commit", False)) or step(*a, **k)
+    for _ in range(5):
+        env.step(3)
+    assert calls == [True] * 5  # one pass a frame, and it is the pass that writes the frame into the cache
