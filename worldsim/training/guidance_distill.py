@@ -63,16 +63,13 @@ def guided_targets(teacher: DiT, clip: dict[str, torch.Tensor], branches: dict[s
     ``rescale``: the share of :func:`rescaled` applied (0: plain guidance)."""
     b, t = clip["levels"].shape
     n = branches["levels"].shape[1]
-    dev = clip["x"].device
     copies = 1 if scale == 1 else 2  # at scale 1 the null-action pass drops out of the guided velocity
-    frames = torch.cat([torch.arange(t, device=dev)] + [branches["frames"]] * copies)
-    branch = torch.arange(t + copies * n, device=dev) >= t
-    nulls = [torch.zeros(b, n, dtype=torch.bool, device=dev), torch.ones(b, n, dtype=torch.bool, device=dev)][:copies]
-    with torch.no_grad(), torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-        v = teacher(torch.cat([clip["x"]] + [branches["x"]] * copies, 1),
-                    torch.cat([clip["levels"]] + [branches["levels"]] * copies, 1),
-                    torch.cat([clip["actions"]] + [branches["actions"]] * copies, 1),
-                    torch.cat([clip["null"], *nulls], 1), frames=frames, branch=branch)[0].float()
+    null = torch.arange(copies * n, device=clip["x"].device) >= n  # the second copy with the null action
+    with torch.no_grad():
+        v = with_branches(teacher, clip["x"], clip["levels"], clip["actions"], clip["null"],
+                          torch.cat([branches["x"]] * copies, 1), torch.cat([branches["levels"]] * copies, 1),
+                          branches["frames"].repeat(copies), amp, torch.cat([branches["actions"]] * copies, 1),
+                          null.expand(b, -1))[0].float()
     cond = v[:, t : t + n]
     if copies == 1:
         return cond
@@ -110,16 +107,19 @@ def next_frame_branches(prev: torch.Tensor, cur: torch.Tensor, cfg, start_level:
 
 
 def with_branches(dit: DiT, clip_x: torch.Tensor, levels: torch.Tensor, actions: torch.Tensor, null: torch.Tensor,
-                  x: torch.Tensor, branch_levels: torch.Tensor, idx: torch.Tensor, amp=None):
+                  x: torch.Tensor, branch_levels: torch.Tensor, idx: torch.Tensor, amp=None,
+                  branch_actions: torch.Tensor | None = None, branch_null: torch.Tensor | None = None):
     """``DiT.forward`` on a clip (B, T, ...) followed by next-frame branches ``x`` (B, n, ...) at its frames ``idx``
-    (n,), each seeing the clip before its frame and itself, with the frame's action -> the DiT's outputs over T + n."""
+    (n,), each seeing the clip before its frame and itself -> the DiT's outputs over T + n. The branches take the
+    frame's action and not the null one unless ``branch_actions`` (B, n[, ...]) / ``branch_null`` (B, n) say."""
     b, t = levels.shape
     n = len(idx)
     dev = clip_x.device
+    branch_actions = actions[:, idx] if branch_actions is None else branch_actions
+    branch_null = torch.zeros(b, n, dtype=torch.bool, device=dev) if branch_null is None else branch_null
     with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
         return dit(torch.cat([clip_x, x], 1), torch.cat([levels, branch_levels], 1),
-                   torch.cat([actions, actions[:, idx]], 1),
-                   torch.cat([null, torch.zeros(b, n, dtype=torch.bool, device=dev)], 1),
+                   torch.cat([actions, branch_actions], 1), torch.cat([null, branch_null], 1),
                    frames=torch.cat([torch.arange(t, device=dev), idx]), branch=torch.arange(t + n, device=dev) >= t)
 
 
