@@ -283,16 +283,16 @@ def test_imagined_episodes_start_from_real_clips_of_the_data(tiny_world, carraci
 def test_the_shipped_agents_see_through_the_shipped_worlds_vae(name, trained_in, repeat):
     from envs.agent.evaluation import _world_for
     from envs.agent.network import load_agent
-    from envs.agent.view import world_vae_id
+    from envs.agent.view import sees_through
     from worldsim.shipped import checkpoints_dir, known_worlds
 
     path = checkpoints_dir() / f"{name}-agent.safetensors"
     assert path.stat().st_size <= 4 * 2**20
     agent = load_agent(path)
     world, _ = _world_for(agent, None, "cpu")  # the file it trained in if present, else the shipped world by name
-    assert world.name == name and world_vae_id(world) == agent.world["vae_id"]
+    assert world.name == name and sees_through(agent.world, world)
     shipped, _ = _world_for(agent, checkpoints_dir() / f"{name}.safetensors", "cpu")  # named: checked, accepted
-    assert world_vae_id(shipped) == agent.world["vae_id"]
+    assert sees_through(agent.world, shipped)
     assert agent.meta["trained_in"] == trained_in and agent.cfg.action_repeat == repeat
     assert f"{name}-agent" not in known_worlds()  # an agent file is not a world
 

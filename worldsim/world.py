@@ -103,6 +103,24 @@ class World:
         """Steps after which an episode is truncated: the source env's limit (1000 where it is not recorded)."""
         return episode_limit(self.source)
 
+    def latent_id(self) -> str:
+        """8 hex digits naming the latents this world's frames become: its encoder's weights and the latent
+        statistics. A new decoder (``python -m worldsim.new_decoder``) keeps it; agents and latent caches use it."""
+        return _id_of({f"encoder.{k}": v for k, v in self.vae.encoder.state_dict().items()}, self)
+
+    def vae_weights_id(self) -> str:
+        """8 hex digits naming the whole VAE (encoder and decoder weights) with the latent statistics."""
+        return _id_of(self.vae.state_dict(), self)
+
+    def latent_ids(self) -> set[str]:
+        """Every id under which an agent may have learned these latents: :meth:`latent_id`, the whole-VAE id
+        that agents recorded before it (weights of encoder and decoder), and the whole-VAE ids of the files
+        this one was made from by replacing the decoder (the encoder checked bit-identical then)."""
+        whole = self.vae_weights_id()
+        older = {str(d["replaced_vae_id"]) for d in self.meta.get("decoder", []) if isinstance(d, dict)
+                 and d.get("replaced_vae_id")}
+        return {self.latent_id(), whole} | older
+
     def latent_encoder(self) -> LatentEncoder:
         """uint8 frames -> this world's normalised latents (its VAE, on its device)."""
         return LatentEncoder(self.vae, {"latent_mean": self.latent_mean.tolist(), "latent_std": self.latent_std.tolist()},
@@ -111,6 +129,17 @@ class World:
     def simulator(self, batch: int = 1, sampler: SamplerConfig | None = None, seed: int = 0, compile: bool = False) -> Simulator:
         """A fresh engine for ``batch`` worlds (not started: call ``prefill``)."""
         return Simulator(self.dit, self.vae, batch, sampler or self.sampler, self.latent_mean, self.latent_std, seed, compile)
+
+
+def _id_of(tensors: dict[str, torch.Tensor], world: World) -> str:
+    """crc32 of the checksums of ``tensors`` (as float32) with the world's latent statistics."""
+    import zlib
+
+    from worldsim.integrity import checksums_of
+
+    named = {k: v.detach().cpu().float().contiguous() for k, v in tensors.items()}
+    named["latent_mean"], named["latent_std"] = world.latent_mean.float(), world.latent_std.float()
+    return f"{zlib.crc32(checksums_of(named).encode()):08x}"
 
 
 def save_world(

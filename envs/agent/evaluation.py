@@ -23,7 +23,7 @@ from envs.agent.in_game import RealAgentEnv
 from envs.agent.in_world import AgentWorlds
 from envs.agent.network import Agent, load_agent
 from envs.agent.record import check_record_target, check_writable, record_episodes
-from envs.agent.view import world_vae_id
+from envs.agent.view import sees_through
 from envs.evaluation.heads import reward_on_traces
 from envs.games.source import has_driver, source_game
 from envs.worldenv.core import WorldCore
@@ -101,7 +101,7 @@ def _world_for(agent: Agent, world_file: str | Path | None, device) -> Any:
         except (CheckpointError, FileNotFoundError, KeyError) as e:
             last = e
             continue
-        if world_vae_id(world) != agent.world.get("vae_id"):
+        if not sees_through(agent.world, world):
             last = ValueError(f"{path} sees the game through another VAE than the agent {agent.path} learned with; "
                               f"give its world: agent.world=PATH (it learned in {agent.world.get('file')})")
             if world_file:

@@ -24,7 +24,7 @@ from envs.agent.in_game import RealAgentEnv
 from envs.agent.in_world import AgentWorlds, sb3_vec_env
 from envs.agent.network import AgentConfig, AgentNet, load_agent, save_agent
 from envs.agent.starts import data_starts
-from envs.agent.view import world_vae_id
+from envs.agent.view import sees_through, world_vae_id
 from envs.worldenv.core import WorldCore
 from worldsim.checkpoint import read_checkpoint
 from worldsim.config import to_dict
@@ -242,7 +242,7 @@ def train_agent(world_path: str | Path, net_cfg: AgentConfig, cfg: AgentTrainCon
         world = core.world
     else:
         core, world = None, load_world(world_path, device)
-    if init is not None and init.world.get("vae_id") != world_vae_id(world):
+    if init is not None and not sees_through(init.world, world):
         raise ValueError(f"agent.train.init_from={cfg.init_from} learned through another VAE than {world_path}'s "
                          f"(it learned in {init.world.get('file') or init.world.get('name')}): continue it in a "
                          "world with its VAE")

@@ -11,15 +11,12 @@ which gives exactly the latents the world was trained to generate.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import torch
 from gymnasium import spaces
 
 from envs.agent.network import AgentConfig
 from worldsim.engine.latent_space import LatentEncoder
-from worldsim.integrity import checksums_of
 from worldsim.models.causal_conv import StreamCache
 from worldsim.world import World
 
@@ -56,17 +53,21 @@ class AgentView:
 
 
 def world_vae_id(world: World) -> str:
-    """Names the VAE (weights and latent statistics) whose latents an agent reads."""
-    tensors = {k: v.detach().cpu().float().contiguous() for k, v in world.vae.state_dict().items()}
-    tensors["latent_mean"], tensors["latent_std"] = world.latent_mean.float(), world.latent_std.float()
-    return f"{zlib.crc32(checksums_of(tensors).encode()):08x}"
+    """Names the latents an agent reads: the world's encoder and latent statistics (:meth:`World.latent_id`)."""
+    return world.latent_id()
+
+
+def sees_through(agent_world: dict, world: World) -> bool:
+    """Whether an agent that learned in ``agent_world`` (the world record its file holds) reads ``world``'s
+    latents: the same encoder and statistics, whatever decoder draws the frames."""
+    return agent_world.get("vae_id") in world.latent_ids()
 
 
 def agent_world_mismatch(agent_world: dict, world: World) -> str | None:
     """Why an agent (``agent_world``: the world its file names) cannot drive ``world``, or None when it can:
     it must see through the same VAE (which also means the same game and frame size)."""
     vid = world_vae_id(world)
-    if agent_world.get("vae_id") == vid:
+    if sees_through(agent_world, world):
         return None
     game = agent_world.get("source", {}).get("env_id") or agent_world.get("name")
     return (f"the agent learned in {agent_world.get('name')!r} ({game}, VAE {agent_world.get('vae_id')}) and cannot "

@@ -68,6 +68,16 @@ class VAETrainConfig:
     init_from: str | None = None
     """Fine-tune: start from this VAE file's (or world file's) weights, in a fresh run; the architecture must be
     the same. E.g. a world recorded at another frame skip, whose causal convolutions see other motion."""
+    decoder_only: bool = False
+    """Train the decoder alone (with ``init_from``): the encoder, and so every latent a world's DiT and an agent
+    read, stay bit for bit; the decoder learns from the posterior means, as it decodes at play time. A world
+    file takes the new decoder with ``python -m worldsim.new_decoder``."""
+    edge_weight: float = 0.0
+    """Weight of an L1 term between the Laplacians of the reconstruction and of the frame (per colour channel):
+    the fine detail (kerbs, grass texture, thin limbs) that a mean error leaves blurred. 0 leaves it out."""
+    latent_noise: float = 0.0
+    """With ``decoder_only``: Gaussian noise added to the latents, as a fraction of each channel's spread, so the
+    decoder also draws crisp frames from the slightly-off latents a world generates. 0 decodes them clean."""
 
 
 def init_history(path) -> list:
@@ -109,6 +119,11 @@ def motion_mask(x: torch.Tensor, threshold: float) -> torch.Tensor:
     return ((x - median).abs().amax(dim=2, keepdim=True) / threshold).clamp(0, 1)
 
 
+def laplacian(x: torch.Tensor) -> torch.Tensor:
+    """The 4-neighbour Laplacian of each colour channel of each frame: x (B, L, 3, H, W) -> (B, L, 3, H-2, W-2)."""
+    return (x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:] - 4 * x[..., 1:-1, 1:-1])
+
+
 def evaluate(vae: CausalVAE, clips: ClipDataset, n: int, device: torch.device, batch: int = 16) -> dict[str, Any]:
     """Held-out reconstruction PSNR (posterior means), the PSNR over moving pixels only (``motion_mask`` over
     0.5 at the default threshold: what a frame's mean hides, e.g. a small ball) and per-channel latent statistics."""
@@ -135,6 +150,11 @@ def train_vae(
     source: dict | None = None, ranks: Ranks | None = None, budget: Budget = UNLIMITED,
 ) -> Path:
     """Train (or resume) a VAE on the clips of ``data_dir``; writes ``run_dir/vae.safetensors``."""
+    if cfg.decoder_only and not cfg.init_from:
+        raise ValueError("vae.train.decoder_only=true trains a decoder for an existing encoder: give the VAE or "
+                         "world file it belongs to as vae.train.init_from")
+    if cfg.latent_noise and not cfg.decoder_only:
+        raise ValueError("vae.train.latent_noise applies to decoder-only training (vae.train.decoder_only=true)")
     run_dir, ranks = Path(run_dir), ranks or Ranks()
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -150,8 +170,11 @@ def train_vae(
         init_vae(vae, cfg.init_from)
         if ranks.main:
             print(f"initialised from {cfg.init_from}")
+    if cfg.decoder_only:
+        vae.encoder.requires_grad_(False)
     ema = EMA(vae, cfg.ema_decay).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    trained = vae.decoder if cfg.decoder_only else vae
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
     if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
         step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
@@ -161,7 +184,7 @@ def train_vae(
     else:
         prior = init_history(cfg.init_from) if cfg.init_from else []
     hist = RunHistory("vae", run_dir, prior, step, cfg.batch_size * cfg.clip_length * ranks.world_size, device,
-                      init_from=cfg.init_from)
+                      init_from=cfg.init_from, **({"decoder_only": True} if cfg.decoder_only else {}))
     meta = {"source": source or data.source}
 
     def evaluate_now(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -181,7 +204,16 @@ def train_vae(
     def loss_fn(net, batch):
         x = to_model(batch["frames"], device)  # (B, L, 3, H, W)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            recon, mean, logvar = net(x)
+            if cfg.decoder_only:
+                with torch.no_grad():
+                    mean = net.encode(x)
+                    logvar = torch.zeros_like(mean)
+                    if cfg.latent_noise > 0:
+                        spread = mean.float().std(dim=(0, 1, 3, 4), keepdim=True)
+                        mean = mean + cfg.latent_noise * spread * torch.randn_like(mean.float())
+                recon = net.decode(mean)
+            else:
+                recon, mean, logvar = net(x)
         recon = recon.float()
         mse = F.mse_loss(recon, x)
         if cfg.motion_weight > 0:
@@ -189,7 +221,9 @@ def train_vae(
             err = (w * ((recon - x) ** 2 + cfg.l1_weight * (recon - x).abs())).mean()
         else:
             err = mse + cfg.l1_weight * F.l1_loss(recon, x)
-        loss = err + cfg.kl_weight * kl_divergence(mean.float(), logvar.float())
+        if cfg.edge_weight > 0:
+            err = err + cfg.edge_weight * F.l1_loss(laplacian(recon), laplacian(x))
+        loss = err if cfg.decoder_only else err + cfg.kl_weight * kl_divergence(mean.float(), logvar.float())
         return loss, {"loss": loss.item(), "train_psnr": 10 * math.log10(4 / max(mse.item(), 1e-10))}, x.shape[0] * x.shape[1]
 
     loader = DataLoader(
