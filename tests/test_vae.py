@@ -146,3 +146,38 @@ def test_fine_tuning_starts_from_another_vae_and_refuses_another_architecture(ca
     drift = max(float((tuned[k].float() - v.float()).abs().max()) for k, v in parent.state_dict().items()
                 if v.is_floating_point())
     assert drift < 1e-3, drift
+
+
+def test_an_adversarial_decoder_run_trains_its_critic_and_resumes_it(tiny_world, carracing_data, tmp_path, capsys):
+    import json
+
+    from worldsim.checkpoint import read_checkpoint
+    from worldsim.training.adversarial import PatchCritic, critic_loss, decoder_loss
+    from worldsim.training.vae_trainer import VAETrainConfig, train_vae
+    from worldsim.world import load_world
+
+    critic = PatchCritic()
+    logits = critic(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, 1, 8, 8)
+    assert critic_loss(torch.full((1,), 2.0), torch.full((1,), -2.0)) == 0  # both sides past the margin
+    assert decoder_loss(torch.full((1,), 3.0)) == -3.0
+
+    world_cfg = load_world(tiny_world).vae.cfg
+    run = tmp_path / "run"
+
+    def train(steps):
+        tc = VAETrainConfig(steps=steps, batch_size=2, warmup=1, lr=1e-3, eval_every=2, eval_clips=2, heldout_every=2,
+                            init_from=str(tiny_world), decoder_only=True, adversarial_weight=0.5, adversarial_start=1,
+                            log_every=1)
+        return train_vae(world_cfg, tc, carracing_data, run, torch.device("cpu"))
+
+    train(2)
+    rows = [json.loads(line) for line in (run / "vae_log.jsonl").read_text().splitlines()]
+    assert "adversarial_scale" not in rows[0] and rows[1]["adversarial_scale"] > 0  # the term from step 1 on
+    state = read_checkpoint(run / "vae_state.safetensors", "training-state")[1]
+    first = {k: v.clone() for k, v in state.items() if k.startswith("critic.")}
+    assert first
+    train(4)
+    assert "resumed" in capsys.readouterr().out
+    state = read_checkpoint(run / "vae_state.safetensors", "training-state")[1]
+    assert any(not torch.equal(state[k], v) for k, v in first.items())  # the resumed critic kept learning

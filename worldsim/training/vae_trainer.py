@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from worldsim.checkpoint import read_checkpoint
+from worldsim.checkpoint import load_module, read_checkpoint
 from worldsim.config import to_dict
 from worldsim.data.dataset import ClipDataset, EpisodeDataset
 from worldsim.frames import psnr, to_model
 from worldsim.models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
+from worldsim.training.adversarial import PatchCritic, adaptive_weight, critic_loss, decoder_loss
 from worldsim.training.budget import UNLIMITED, Budget
 from worldsim.training.ema import EMA
 from worldsim.training.history import HISTORY, RunHistory, history_of
@@ -75,6 +76,14 @@ class VAETrainConfig:
     edge_weight: float = 0.0
     """Weight of an L1 term between the Laplacians of the reconstruction and of the frame (per colour channel):
     the fine detail (kerbs, grass texture, thin limbs) that a mean error leaves blurred. 0 leaves it out."""
+    adversarial_weight: float = 0.0
+    """Weight of the adversarial term (:mod:`worldsim.training.adversarial`: a patch critic, hinge loss, the term
+    scaled adaptively to the pixel loss at the decoder's last layer); 0.5 is the usual size. 0 leaves it out."""
+    adversarial_start: int = 0
+    """Step from which the decoder gets the adversarial term; the critic learns from the run's first step (or
+    from its resumption), so a start some hundred steps later lets a fresh critic learn first."""
+    critic_lr: float = 2e-4
+    """Learning rate of the critic (Adam, betas 0.5 / 0.9, constant)."""
     latent_noise: float = 0.0
     """With ``decoder_only``: Gaussian noise added to the latents, as a fraction of each channel's spread, so the
     decoder also draws crisp frames from the slightly-off latents a world generates. 0 decodes them clean."""
@@ -175,9 +184,17 @@ def train_vae(
     ema = EMA(vae, cfg.ema_decay).to(device)
     trained = vae.decoder if cfg.decoder_only else vae
     opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    critic = PatchCritic().to(device) if cfg.adversarial_weight > 0 else None
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, betas=(0.5, 0.9)) if critic else None
     step = 0
     if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
         step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
+        if critic is not None:
+            saved = read_checkpoint(state_path, "training-state")[1]
+            if any(k.startswith("critic.") for k in saved):
+                load_module(critic, saved, "critic", state_path)
+            elif ranks.main:
+                print(f"the adversarial term is new to this run: a fresh critic from step {step}")
         prior = history_of(read_checkpoint(state_path, "training-state")[0])
         if ranks.main:
             print(f"resumed from {state_path} at step {step}")
@@ -194,12 +211,29 @@ def train_vae(
     def checkpoint(step: int, stats: dict[str, Any]) -> None:
         # The resumable state first (fast); then the weights, whose latent statistics need an evaluation.
         history = hist.entries(step, finished=step >= cfg.steps)
-        save_state(state_path, step, {"vae": vae, "ema": ema}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg),
+        save_state(state_path, step, {"vae": vae, "ema": ema, **({"critic": critic} if critic else {})}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg),
                                                                     HISTORY: history})
         stats = stats or evaluate_now(step)[0]
         save_vae(out_path, ema.shadow, dict(meta, step=step, **stats, **{HISTORY: history}))
 
     amp = autocast_dtype(device, cfg.precision)
+    calls = [step]  # the step each loss_fn call trains
+
+    def adversarial(recon: torch.Tensor, x: torch.Tensor, err: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """One critic step on these frames, then the decoder's adaptively weighted term (from adversarial_start)."""
+        real, fake = x.flatten(0, 1), recon.flatten(0, 1)
+        critic.requires_grad_(True)
+        c_loss = critic_loss(critic(real), critic(fake.detach()))
+        critic_opt.zero_grad(set_to_none=True)
+        c_loss.backward()
+        critic_opt.step()
+        parts = {"critic_loss": c_loss.item()}
+        if calls[0] < cfg.adversarial_start:
+            return err, parts
+        critic.requires_grad_(False)  # the decoder's term flows through the critic, not into it
+        g = decoder_loss(critic(fake))
+        w = adaptive_weight(err, g, vae.decoder.conv_out.conv.weight, cfg.adversarial_weight)
+        return err + w * g, dict(parts, adversarial=g.item(), adversarial_scale=w.item())
 
     def loss_fn(net, batch):
         x = to_model(batch["frames"], device)  # (B, L, 3, H, W)
@@ -223,8 +257,13 @@ def train_vae(
             err = mse + cfg.l1_weight * F.l1_loss(recon, x)
         if cfg.edge_weight > 0:
             err = err + cfg.edge_weight * F.l1_loss(laplacian(recon), laplacian(x))
+        parts: dict[str, float] = {}
+        if critic is not None:
+            err, parts = adversarial(recon, x, err)
+        calls[0] += 1
         loss = err if cfg.decoder_only else err + cfg.kl_weight * kl_divergence(mean.float(), logvar.float())
-        return loss, {"loss": loss.item(), "train_psnr": 10 * math.log10(4 / max(mse.item(), 1e-10))}, x.shape[0] * x.shape[1]
+        parts.update(loss=loss.item(), train_psnr=10 * math.log10(4 / max(mse.item(), 1e-10)))
+        return loss, parts, x.shape[0] * x.shape[1]
 
     loader = DataLoader(
         train, batch_sampler=StepBatches(len(train), cfg.batch_size, cfg.seed, step, ranks.rank),
