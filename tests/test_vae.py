@@ -152,13 +152,16 @@ def test_an_adversarial_decoder_run_trains_its_critic_and_resumes_it(tiny_world,
     import json
 
     from worldsim.checkpoint import read_checkpoint
-    from worldsim.training.adversarial import PatchCritic, critic_loss, decoder_loss
+    from worldsim.training.adversarial import PatchCritic, consecutive_pairs, critic_loss, decoder_loss
     from worldsim.training.vae_trainer import VAETrainConfig, train_vae
     from worldsim.world import load_world
 
     critic = PatchCritic()
-    logits = critic(torch.zeros(2, 3, 64, 64))
-    assert logits.shape == (2, 1, 8, 8)
+    clips = torch.randn(2, 3, 3, 64, 64)
+    pairs = consecutive_pairs(clips)
+    assert pairs.shape == (4, 6, 64, 64) and torch.equal(pairs[1, :3], clips[0, 1]) and torch.equal(pairs[1, 3:], clips[0, 2])
+    assert consecutive_pairs(clips[:, :1]).shape == (2, 6, 64, 64)
+    assert critic(pairs).shape == (4, 1, 8, 8)
     assert critic_loss(torch.full((1,), 2.0), torch.full((1,), -2.0)) == 0  # both sides past the margin
     assert decoder_loss(torch.full((1,), 3.0)) == -3.0
 

@@ -16,7 +16,7 @@ from worldsim.config import to_dict
 from worldsim.data.dataset import ClipDataset, EpisodeDataset
 from worldsim.frames import psnr, to_model
 from worldsim.models.vae import CausalVAE, VAEConfig, kl_divergence, save_vae
-from worldsim.training.adversarial import PatchCritic, adaptive_weight, critic_loss, decoder_loss
+from worldsim.training.adversarial import PatchCritic, adaptive_weight, consecutive_pairs, critic_loss, decoder_loss
 from worldsim.training.budget import UNLIMITED, Budget
 from worldsim.training.ema import EMA
 from worldsim.training.history import HISTORY, RunHistory, history_of
@@ -77,7 +77,8 @@ class VAETrainConfig:
     """Weight of an L1 term between the Laplacians of the reconstruction and of the frame (per colour channel):
     the fine detail (kerbs, grass texture, thin limbs) that a mean error leaves blurred. 0 leaves it out."""
     adversarial_weight: float = 0.0
-    """Weight of the adversarial term (:mod:`worldsim.training.adversarial`: a patch critic, hinge loss, the term
+    """Weight of the adversarial term (:mod:`worldsim.training.adversarial`: a patch critic of consecutive frame
+    pairs, hinge loss, the term
     scaled adaptively to the pixel loss at the decoder's last layer); 0.5 is the usual size. 0 leaves it out."""
     adversarial_start: int = 0
     """Step from which the decoder gets the adversarial term; the critic learns from the run's first step (or
@@ -221,7 +222,7 @@ def train_vae(
 
     def adversarial(recon: torch.Tensor, x: torch.Tensor, err: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """One critic step on these frames, then the decoder's adaptively weighted term (from adversarial_start)."""
-        real, fake = x.flatten(0, 1), recon.flatten(0, 1)
+        real, fake = consecutive_pairs(x), consecutive_pairs(recon)
         critic.requires_grad_(True)
         c_loss = critic_loss(critic(real), critic(fake.detach()))
         critic_opt.zero_grad(set_to_none=True)
