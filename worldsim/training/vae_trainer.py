@@ -78,8 +78,8 @@ class VAETrainConfig:
     the fine detail (kerbs, grass texture, thin limbs) that a mean error leaves blurred. 0 leaves it out."""
     adversarial_weight: float = 0.0
     """Weight of the adversarial term (:mod:`worldsim.training.adversarial`: a patch critic of consecutive frame
-    pairs, hinge loss, the term
-    scaled adaptively to the pixel loss at the decoder's last layer); 0.5 is the usual size. 0 leaves it out."""
+    pairs, hinge loss, the term scaled adaptively to the pixel loss at the decoder's last layer); 0.5 is the usual
+    size. 0 leaves it out."""
     adversarial_start: int = 0
     """Step from which the decoder gets the adversarial term; the critic learns from the run's first step (or
     from its resumption), so a start some hundred steps later lets a fresh critic learn first."""
@@ -166,6 +166,9 @@ def train_vae(
     if cfg.latent_noise and not cfg.decoder_only:
         raise ValueError("vae.train.latent_noise applies to decoder-only training (vae.train.decoder_only=true)")
     run_dir, ranks = Path(run_dir), ranks or Ranks()
+    if ranks.world_size > 1 and (cfg.decoder_only or cfg.adversarial_weight > 0):
+        raise ValueError("vae.train.decoder_only and vae.train.adversarial_weight train in one process (their "
+                         "passes and the critic are not synchronised across processes): run without torchrun")
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     data = EpisodeDataset(data_dir)
@@ -212,8 +215,8 @@ def train_vae(
     def checkpoint(step: int, stats: dict[str, Any]) -> None:
         # The resumable state first (fast); then the weights, whose latent statistics need an evaluation.
         history = hist.entries(step, finished=step >= cfg.steps)
-        save_state(state_path, step, {"vae": vae, "ema": ema, **({"critic": critic} if critic else {})}, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg),
-                                                                    HISTORY: history})
+        modules = {"vae": vae, "ema": ema, **({"critic": critic} if critic else {})}
+        save_state(state_path, step, modules, opt, {"config": to_dict(model_cfg), "train": to_dict(cfg), HISTORY: history})
         stats = stats or evaluate_now(step)[0]
         save_vae(out_path, ema.shadow, dict(meta, step=step, **stats, **{HISTORY: history}))
 
