@@ -37,6 +37,7 @@ def new_decoder(world: str | Path, vae: str | Path, out: str | Path, overwrite: 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; give --overwrite to replace it, or another --out")
     meta, tensors = read_checkpoint(world, WORLD_KIND)
+    replaced = load_world(world).vae_weights_id()  # the id agents trained in it may carry
     vmeta, vtensors = read_checkpoint(vae, VAE_KIND)
     if vmeta.get("config") != meta["config"]["vae"]:
         raise ValueError(f"{vae} holds a VAE of another architecture ({vmeta.get('config')}) than {world}'s "
@@ -57,7 +58,7 @@ def new_decoder(world: str | Path, vae: str | Path, out: str | Path, overwrite: 
     if all(torch.equal(new[k], tensors[k]) for k in own if k.startswith(DECODER)):
         raise ValueError(f"{vae}'s decoder is {world}'s already; nothing to change")
     record = {"from": str(vae), "vae_step": vmeta.get("step"), "psnr": vmeta.get("psnr"),
-              "moving_psnr": vmeta.get("moving_psnr"), "replaced_vae_id": load_world(world).vae_weights_id(),
+              "moving_psnr": vmeta.get("moving_psnr"), "replaced_vae_id": replaced,
               **({"note": note} if note else {})}
     meta["decoder"] = [*meta.get("decoder", []), record]
     meta[HISTORY] = joined(history_of(meta), history_of(vmeta))

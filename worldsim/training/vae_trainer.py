@@ -193,13 +193,13 @@ def train_vae(
     step = 0
     if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
         step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
+        saved_meta, saved = read_checkpoint(state_path, "training-state")
         if critic is not None:
-            saved = read_checkpoint(state_path, "training-state")[1]
             if any(k.startswith("critic.") for k in saved):
                 load_module(critic, saved, "critic", state_path)
             elif ranks.main:
                 print(f"the adversarial term is new to this run: a fresh critic from step {step}")
-        prior = history_of(read_checkpoint(state_path, "training-state")[0])
+        prior = history_of(saved_meta)
         if ranks.main:
             print(f"resumed from {state_path} at step {step}")
     else:
@@ -245,7 +245,6 @@ def train_vae(
             if cfg.decoder_only:
                 with torch.no_grad():
                     mean = net.encode(x)
-                    logvar = torch.zeros_like(mean)
                     if cfg.latent_noise > 0:
                         spread = mean.float().std(dim=(0, 1, 3, 4), keepdim=True)
                         mean = mean + cfg.latent_noise * spread * torch.randn_like(mean.float())
