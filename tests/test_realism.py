@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from worldsim.metrics.image import frame_change, sharpness
-from worldsim.metrics.two_sample import two_sample_accuracy
+from envs.evaluation.realism import realism
+from worldsim.metrics.two_sample import repeated_accuracy, two_sample_accuracy
 
 
 def scenes(n, t=8, seed=0):
@@ -40,3 +41,21 @@ def test_two_sample_test_tells_noise_and_not_real_from_real():
     assert abs(two_sample_accuracy(real, other_real, steps=150) - 0.5) < 0.15
     frozen = np.repeat(real[:, :1], 8, axis=1)  # single frames are real; only the motion is wrong
     assert two_sample_accuracy(real, frozen, pairs=True, steps=300) > 0.8
+
+
+def test_repeated_classifier_scores_every_episode_and_keeps_the_single_fit():
+    real = scenes(4, t=4, seed=0)
+    noise = np.random.default_rng(3).integers(0, 256, real.shape, dtype=np.uint8)
+    fits = repeated_accuracy(real, noise, False, steps=20, seed=5, seeds=2)
+    assert len(fits["runs"]) == 4  # two seeds, each with either half of the episodes training
+    assert fits["runs"][0] == round(two_sample_accuracy(real, noise, steps=20, seed=5), 4)
+    assert fits["runs"][1] == round(two_sample_accuracy(real, noise, steps=20, seed=5, fold=1), 4)
+    assert fits["mean"] == pytest.approx(np.mean(fits["runs"]), abs=1e-3)
+    looks = realism(real, noise, steps=20, seed=5, seeds=1)
+    assert looks["classifier_accuracy_frames"] == pytest.approx(np.mean(looks["classifier_accuracy_frames_runs"]),
+                                                                abs=1e-3)
+    assert len(looks["classifier_accuracy_pairs_runs"]) == 2
+    with pytest.raises(ValueError, match="fold"):
+        two_sample_accuracy(real, noise, fold=2)
+    with pytest.raises(ValueError, match="seeds"):
+        repeated_accuracy(real, noise, False, 20, 0, seeds=0)

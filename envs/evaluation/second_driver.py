@@ -42,4 +42,4 @@ def second_driver(world: World, cfg) -> dict[str, Any] | None:
     gen = world.simulator(len(real), seed=cfg.seed + 2).rollout(real[:, :c], acts[:, :c], acts[:, c:])
     return {"driver": cfg.second_driver, "episodes": len(keep), "starts": [s for _, s in keep],
             "fidelity_by_horizon": fidelity_at(real, gen, c, cfg.horizons),
-            "realism": realism(real[:, c:], gen, cfg.realism_steps, cfg.seed)}
+            "realism": realism(real[:, c:], gen, cfg.realism_steps, cfg.seed, cfg.realism_seeds)}
