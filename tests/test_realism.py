@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from worldsim.metrics.image import frame_change, sharpness
+from envs.evaluation.evaluate import EvalConfig, evaluate_world
 from envs.evaluation.realism import realism
 from worldsim.metrics.two_sample import repeated_accuracy, two_sample_accuracy
 
@@ -59,3 +60,5 @@ def test_repeated_classifier_scores_every_episode_and_keeps_the_single_fit():
         two_sample_accuracy(real, noise, fold=2)
     with pytest.raises(ValueError, match="seeds"):
         repeated_accuracy(real, noise, False, 20, 0, seeds=0)
+    with pytest.raises(ValueError, match="realism_seeds"):  # refused before any world is loaded or played
+        evaluate_world("no-such-world.safetensors", EvalConfig(realism_seeds=0))

@@ -93,6 +93,9 @@ class EvalConfig:
 
 def evaluate_world(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     """Run every measurement and write the report; returns it."""
+    if cfg.realism_seeds < 1:
+        raise ValueError(f"eval.realism_seeds={cfg.realism_seeds}: the classifier needs at least one seed (1 fits it "
+                         "twice, each half of the episodes training it once)")
     started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
