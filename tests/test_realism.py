@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from worldsim.metrics.image import frame_change, sharpness
 from envs.evaluation.evaluate import EvalConfig, evaluate_world
 from envs.evaluation.realism import realism
+from worldsim.metrics.image import frame_change, sharpness
 from worldsim.metrics.two_sample import repeated_accuracy, two_sample_accuracy
 
 

@@ -300,8 +300,8 @@ def train_dynamics(
                             weight_decay=cfg.weight_decay)
     step = 0
     if state_path.exists():
-        step = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
-        prior = history_of(read_checkpoint(state_path, "training-state")[0])
+        step, saved_meta, _ = load_state(state_path, {"dit": dit, "ema": ema}, opt, to_dict(model_cfg))
+        prior = history_of(saved_meta)
         if ranks.main:
             print(f"resumed from {state_path} at step {step}")
     else:

@@ -28,8 +28,11 @@ def save_state(path: str | Path, step: int, modules: dict[str, nn.Module], opt: 
     save_checkpoint(path, KIND, modules, dict(meta, step=step, optimizer=opt_meta), tensors)
 
 
-def load_state(path: str | Path, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, config: Any) -> int:
-    """Restore modules and optimizer from ``path``; returns the step. ``config`` (the architecture) must match the stored one."""
+def load_state(path: str | Path, modules: dict[str, nn.Module], opt: torch.optim.Optimizer,
+               config: Any) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore modules and optimizer from ``path``; ``config`` (the architecture) must match the stored one.
+    -> (step, the file's metadata, its tensors): what a trainer reads beside (its history, optional modules),
+    without reading the file again."""
     meta, tensors = read_checkpoint(path, KIND)
     if json.dumps(meta.get("config"), sort_keys=True) != json.dumps(config, sort_keys=True):
         raise CheckpointError(
@@ -44,4 +47,4 @@ def load_state(path: str | Path, modules: dict[str, nn.Module], opt: torch.optim
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    return int(meta["step"])
+    return int(meta["step"]), meta, tensors

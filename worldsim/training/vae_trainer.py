@@ -192,8 +192,7 @@ def train_vae(
     critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, betas=(0.5, 0.9)) if critic else None
     step = 0
     if state_path.exists():  # the architecture must match; training options may change (e.g. more steps)
-        step = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
-        saved_meta, saved = read_checkpoint(state_path, "training-state")
+        step, saved_meta, saved = load_state(state_path, {"vae": vae, "ema": ema}, opt, to_dict(model_cfg))
         if critic is not None:
             if any(k.startswith("critic.") for k in saved):
                 load_module(critic, saved, "critic", state_path)
