@@ -215,3 +215,37 @@ def test_attention_head_pool_starts_as_the_mean_and_can_read_one_token(tmp_path)
     assert (pool(x) - x[3]).abs().max() < 0.05 < (x.mean(0) - x[3]).abs().max()
     with pytest.raises(ValueError, match="head_pool"):
         DiT(replace(CFG, head_pool="max"), DISCRETE)
+
+
+@pytest.mark.parametrize("variants", [2, 3])
+def test_variants_of_a_frame_in_one_call_equal_one_call_each(variants):
+    """A call of V variants of frame t (guidance: with and without the action) gives what V calls give: each
+    variant sees the cached past and itself, never another; with commit the cache keeps the first variant."""
+    m, b, w = make(), 2, CFG.window
+    lat, acts = torch.randn(b, w + 3, 4, 8, 8), torch.randint(0, 3, (b, w + 3))
+    one = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, w, CFG.tokens_per_frame)
+    many = KVCache(CFG.depth, b, CFG.heads, CFG.head_dim, w, CFG.tokens_per_frame, variants=variants)
+    with torch.no_grad():
+        for t in range(w + 2):  # the window slides past its first slots
+            tt = torch.full((b,), t)
+            for cache in (one, many):
+                m.step(lat[:, t : t + 1], torch.full((b, 1), 0.1), acts[:, t : t + 1], tt, cache, commit=True)
+        t = w + 2
+        tt = torch.full((b,), t)
+        x = lat[:, t : t + 1] + 0.3 * torch.randn(b, variants, 4, 8, 8)  # variants differ in latent, level,
+        levels = torch.rand(b, variants)  # action and null
+        a = torch.randint(0, 3, (b, variants))
+        null = torch.rand(b, variants) < 0.5
+        v, r, d = m.step(x, levels, a, tt, many, commit=True, null=null)
+        assert v.shape == (b, variants, 4, 8, 8) and r.shape == d.shape == (b, variants)
+        for i in range(variants):
+            vi, ri, di = m.step(x[:, i : i + 1], levels[:, i : i + 1], a[:, i : i + 1], tt, one, commit=i == 0,
+                                null=null[:, i : i + 1])
+            torch.testing.assert_close(v[:, i : i + 1], vi, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(r[:, i : i + 1], ri, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(d[:, i : i + 1], di, rtol=1e-4, atol=1e-5)
+        past = w * CFG.tokens_per_frame  # the W slots; what lies beyond them is scratch
+        torch.testing.assert_close(many.k[:, :, :, :past], one.k[:, :, :, :past])
+        torch.testing.assert_close(many.v[:, :, :, :past], one.v[:, :, :, :past])
+        with pytest.raises(ValueError, match="variants="):
+            m.step(x, levels, a, tt, one, null=null)  # a cache of one scratch slot cannot run V variants

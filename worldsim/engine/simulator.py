@@ -1,7 +1,8 @@
 """The inference engine: ``prefill(context)`` then ``step(actions)`` for a batch of B worlds.
 
 Each step samples the next latent frame with a few Euler steps of the flow
-(optionally with action guidance), commits the finished frame's keys/values to
+(optionally with action guidance: the frame with and without its action in one
+call, two variants against the same cache), commits the finished frame's keys/values to
 the windowed KV cache at the context noise level, and streams the new frame
 through the VAE decoder. Rewards and termination come from the commit pass.
 A world trained with ``commit=draft`` (DiTConfig) does it in one call: the
@@ -46,8 +47,10 @@ class Simulator:
         if c.commit == "draft" and self.sampler.steps != 1:
             raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
                              f"{self.sampler.steps}")
+        # Two scratch slots: a guided step runs the frame with and without its action in one call (the sampler's
+        # guidance may be changed between steps, so the cache is always ready for it).
         self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, self.window, c.tokens_per_frame, self.cache_dtype,
-                             self.device)
+                             self.device, variants=2)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.t = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.stream = StreamCache()
@@ -101,7 +104,7 @@ class Simulator:
         c = self.dit.cfg
         full = n == self.batch
         cache = self.cache if full else KVCache(c.depth, n, c.heads, c.head_dim, self.window, c.tokens_per_frame,
-                                                self.cache_dtype, self.device)
+                                                self.cache_dtype, self.device, variants=self.cache.variants)
         cache.reset()
         stream, clock = StreamCache(), torch.zeros(n, dtype=torch.long, device=self.device)
         draft = c.commit == "draft"  # each context frame enters as the draft of it: its previous frame, noised
@@ -166,12 +169,17 @@ class Simulator:
         ts = self._timesteps()
         if s.start_level < 1.0:  # start from the previous frame, partly noised
             x = (1 - s.start_level) * self.last + s.start_level * x
+        guided = s.guidance != 1.0
+        if guided:  # the frame with its action and with the null action: two variants, one call
+            a2, null2 = torch.cat([a, a], 1), torch.cat([no_null, ~no_null], 1)
         for k in range(s.steps):
-            lv = ts[k].expand(self.batch, 1).to(self.dtype)
-            v = self._step(x, lv, a, self.t, self.cache, null=no_null)[0]
-            if s.guidance != 1.0:
-                v0 = self._step(x, lv, a, self.t, self.cache, null=~no_null)[0]
+            if guided:
+                lv = ts[k].expand(self.batch, 2).to(self.dtype)
+                v, v0 = self._step(torch.cat([x, x], 1), lv, a2, self.t, self.cache, null=null2)[0].chunk(2, dim=1)
                 v = v0 + s.guidance * (v - v0)
+            else:
+                lv = ts[k].expand(self.batch, 1).to(self.dtype)
+                v = self._step(x, lv, a, self.t, self.cache, null=no_null)[0]
             x = x + (ts[k + 1] - ts[k]) * v
         # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
         ctx = self._levels(s.context_level)
@@ -180,19 +188,23 @@ class Simulator:
 
     def _draft(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``commit=draft``: one call denoises the previous frame's draft (it noised to ``draft_level``) in one
-        step, writes that draft to the cache and reads reward and termination (with action guidance, the null
-        pass runs first, so that it does not see the frame it guides). -> as :meth:`_sample_and_commit`."""
+        step, writes that draft to the cache and reads reward and termination (with action guidance, the same
+        call runs the draft with the null action too, as a second variant that the guided one does not see and
+        the cache does not keep). -> as :meth:`_sample_and_commit`."""
         s, level = self.sampler, self.dit.cfg.draft_level
         if s.steps != 1:
             raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
                              f"{s.steps}")
         x = (1 - level) * self.last + level * self._noise(self.last)
-        lv = self._levels(level)
-        v0 = self._step(x, lv, a, self.t, self.cache, null=~self.no_null)[0] if s.guidance != 1.0 else None
-        v, reward, done = self._step(x, lv, a, self.t, self.cache, commit=True, null=self.no_null)
-        if v0 is not None:
-            v = v0 + s.guidance * (v - v0)
-        return x - level * v, reward, done
+        if s.guidance == 1.0:
+            v, reward, done = self._step(x, self._levels(level), a, self.t, self.cache, commit=True, null=self.no_null)
+            return x - level * v, reward, done
+        lv = torch.full((self.batch, 2), level, device=self.device, dtype=self.dtype)
+        null2 = torch.cat([self.no_null, ~self.no_null], 1)
+        v, reward, done = self._step(torch.cat([x, x], 1), lv, torch.cat([a, a], 1), self.t, self.cache, commit=True,
+                                     null=null2)
+        v, v0 = v.chunk(2, dim=1)
+        return x - level * (v0 + s.guidance * (v - v0)), reward[:, :1], done[:, :1]
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor, decode: bool = True) -> tuple[np.ndarray | None, torch.Tensor, torch.Tensor]:

@@ -365,22 +365,27 @@ class DiT(nn.Module):
 
     # -- one frame against the KV cache -------------------------------------------------
     def step(self, latent, level, action, t, cache, commit: bool = False, null=None):
-        """latent (B, 1, C, h, w) of frame index t (B,) at level (B, 1); action (B, 1[, ...]).
+        """latent (B, V, C, h, w): V variants of frame index t (B,), at levels (B, V), after actions (B, V[, ...]),
+        null (B, V) bool; V = 1 in plain sampling, 2 for action guidance (the frame with its action and with the
+        null action in one call: cheaper than two calls where per-call overhead dominates, as on a CPU).
 
-        Attends to the cached frames t-W+1 .. t-1 of each world. With ``commit`` the
-        frame's keys/values are written to the cache (a finished frame, at the context
-        level). -> velocity (B, 1, C, h, w), reward (B, 1), termination logit (B, 1).
+        Each variant attends to the cached frames t-W+1 .. t-1 of its world and to itself, never to another
+        variant (the cache needs V scratch slots: ``KVCache(variants=V)``), so a call of V variants gives what V
+        calls would. With ``commit`` the first variant's keys/values are written to the cache (a finished frame,
+        at the context level). -> velocity (B, V, C, h, w), reward (B, V), termination logit (B, V).
         """
-        b = latent.shape[0]
+        b, variants = latent.shape[:2]
         x, cond = self._tokens(latent, level, action, null)
-        pos = self.frame_pos[None] + F.pad(t.float()[:, None, None], (0, 2))  # (B, L, 3)
+        pos = self.frame_pos[None] + F.pad(t.float()[:, None, None], (0, 2))  # (B, L, 3): every variant at frame t
         cos, sin = self.rope.angles(pos)
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd/2)
-        mask = cache.attention_mask(t)
+        if variants > 1:
+            cos, sin = cos.repeat(1, 1, variants, 1), sin.repeat(1, 1, variants, 1)
+        mask = cache.attention_mask(t, variants)
         new_kv = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, cond, cos, sin, mask, cache.layer(i))
+            x, kv = block(x, cond, cos, sin, mask, cache.layer(i, variants))
             new_kv.append(kv)
         if commit:
             cache.write(t, new_kv)
-        return self._outputs(x, cond, b, 1)
+        return self._outputs(x, cond, b, variants)
