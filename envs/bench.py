@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--iters", type=int, default=100, help="timed iterations per figure")
     p.add_argument("--frames", type=int, default=5000, help="rollout length for the late-frame timing")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the world's)")
-    p.add_argument("--guidance", type=float, default=None, help="action guidance scale (default: the world's; not 1 adds a network call)")
+    p.add_argument("--guidance", type=float, default=None, help="action guidance scale (default: the world's; not 1 runs every sampling call on a second variant, the null action)")
     p.add_argument("--compile", action="store_true", help="interactive and vector: also time the torch.compile'd step")
     p.add_argument("--sizes", default="1,16,256,1024", help="vector env sizes N")
     p.add_argument("--dit", default="", help="DiT config overrides as key=value pairs, e.g. dim=256,depth=8")

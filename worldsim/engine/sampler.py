@@ -48,7 +48,7 @@ class SamplerConfig:
     steps: int = 1
     """Euler steps per frame (1-8)."""
     guidance: float = 1.0
-    """Action guidance scale; 1 disables it (and its extra network call)."""
+    """Action guidance scale; 1 disables it (and the null-action variant it adds to every sampling call)."""
     context_level: float = 0.2
     """Noise level at which finished frames enter the cache."""
     shift: float = 1.0

@@ -1,9 +1,10 @@
 """Guidance distillation: the DiT learns to predict, with the action, what a frozen teacher predicts
-under action guidance, so sampling gets guidance's stronger key response without its extra network call.
+under action guidance, so sampling gets guidance's stronger key response without guidance's extra work.
 
 Action guidance at scale g replaces the velocity of the frame being generated, v(x, a), by
 v(x, null) + g * (v(x, a) - v(x, null)), the null action swapped in for that frame only; it costs a
-second pass per sampling step (25 instead of 35 frames/s for the CarRacing world on a 2-core CPU).
+second pass per sampling step (25 instead of 35 frames/s for the CarRacing world on a 2-core CPU, when it was a
+second call; since the engine runs both as variants of one call, about 1.5x the call's time there).
 
 Each training clip of T real frames is laid out as the engine's cache holds it (every frame at a
 context level, real actions), followed by ``n`` branch frames (``DiT.forward`` branches): the last n
