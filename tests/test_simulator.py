@@ -170,10 +170,16 @@ def reference_rollout(sim: Simulator, ctx: np.ndarray, actions: list[list[int]],
 @pytest.mark.parametrize("sampler", [dict(steps=1, start_level=0.8, context_level=0.2),
                                      dict(steps=2, guidance=3.0, context_level=0.1),
                                      dict(steps=3, shift=2.0, start_level=0.5, context_level=0.0)])
-def test_cached_step_equals_the_uncached_reference_sampler(sampler):
+@pytest.mark.parametrize("fold", [True, False])
+def test_cached_step_equals_the_uncached_reference_sampler(sampler, fold, monkeypatch):
     """Simulator.step (KV cache, ring buffer sliding past the window, commit at the context level, guidance,
-    start level) gives what full forward passes over the window give."""
+    start level) gives what full forward passes over the window give; guided both ways: the two variants in one
+    call (small batches) and in two calls (large batches)."""
+    import worldsim.engine.simulator as simulator
+
+    monkeypatch.setattr(simulator, "FOLD_GUIDANCE_MAX_BATCH", 32 if fold else 0)
     sim = make(**sampler)
+    assert sim.fold_guidance == fold
     ctx = context(2, 3)
     acts = [[1, 2], [3, 3], [0, 4], [2, 1], [4, 0], [1, 1]]  # 3 context + 6 frames: the window of 3 slides
     calls = []
@@ -185,7 +191,8 @@ def test_cached_step_equals_the_uncached_reference_sampler(sampler):
     for a in acts:
         calls.clear()
         frames, reward, done = sim.step(torch.tensor(a))
-        assert len(calls) == sim.sampler.steps + 1  # guided or not: one call a sampling step, and the commit pass
+        guided_calls = 1 if fold or sim.sampler.guidance == 1.0 else 2
+        assert len(calls) == sim.sampler.steps * guided_calls + 1  # the sampling calls, and the commit pass
         got.append((sim.last.clone(), reward, done))
     with torch.no_grad():
         want = reference_rollout(sim, ctx, acts, seed=11)
@@ -212,13 +219,15 @@ def _draft_sim(batch=2, **sampler):
     return Simulator(dit, vae, batch, SamplerConfig(**sampler), seed=1)
 
 
-@pytest.mark.parametrize("guidance", [1.0, 2.5])
-def test_a_draft_world_makes_a_frame_in_one_call_equal_to_its_uncached_reference(guidance):
-    """commit=draft: one network call a frame (with guidance too: the null-action draft is a second variant in the
-    same call), and what the cache keeps is each frame's draft input (its previous frame noised to the draft
-    level), as full forward passes over the drafts give."""
+@pytest.mark.parametrize("guidance,fold", [(1.0, True), (2.5, True), (2.5, False)])
+def test_a_draft_world_makes_a_frame_in_one_call_equal_to_its_uncached_reference(guidance, fold, monkeypatch):
+    """commit=draft: one network call a frame (with guidance too, in a small batch: the null-action draft is a
+    second variant in the same call; two calls in a large batch), and what the cache keeps is each frame's draft
+    input (its previous frame noised to the draft level), as full forward passes over the drafts give."""
+    import worldsim.engine.simulator as simulator
     from worldsim.frames import to_model
 
+    monkeypatch.setattr(simulator, "FOLD_GUIDANCE_MAX_BATCH", 32 if fold else 0)
     sim = _draft_sim(guidance=guidance)
     calls = []
     real_step = sim._step
@@ -230,7 +239,7 @@ def test_a_draft_world_makes_a_frame_in_one_call_equal_to_its_uncached_reference
     for a in acts:
         calls.clear()
         _, reward, done = sim.step(torch.tensor(a))
-        assert len(calls) == 1
+        assert len(calls) == (1 if fold or guidance == 1.0 else 2)
         got.append((sim.last.clone(), reward, done))
     level, dit, b = 0.4, sim.dit, 2
     gen = torch.Generator().manual_seed(5)

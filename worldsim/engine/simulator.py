@@ -25,6 +25,10 @@ from worldsim.models.dit import DiT
 from worldsim.models.vae import CausalVAE
 from worldsim.spaces import action_array_spec, space_from_dict
 
+FOLD_GUIDANCE_MAX_BATCH = 32
+"""Largest batch whose guided steps run both variants in one call: on a 2-core AVX2 CPU one call took 0.85-0.93 of
+two calls' time at 1-32 Boxing worlds and 1.03 at 64 (BENCHMARKS.md, 2026-12-08)."""
+
 
 class Simulator:
     """B worlds generated frame by frame. All tensors stay on the models' device."""
@@ -47,10 +51,13 @@ class Simulator:
         if c.commit == "draft" and self.sampler.steps != 1:
             raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
                              f"{self.sampler.steps}")
-        # Two scratch slots: a guided step runs the frame with and without its action in one call (the sampler's
-        # guidance may be changed between steps, so the cache is always ready for it).
+        # A guided step runs the frame with and without its action as two variants of one call where that is
+        # faster (few worlds: per-call overhead dominates), as two calls in a large batch (where one call's
+        # per-variant attention mask costs more than the second call). The cache then has two scratch slots (the
+        # sampler's guidance may be changed between steps, so it is always ready).
+        self.fold_guidance = batch <= FOLD_GUIDANCE_MAX_BATCH
         self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, self.window, c.tokens_per_frame, self.cache_dtype,
-                             self.device, variants=2)
+                             self.device, variants=2 if self.fold_guidance else 1)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.t = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.stream = StreamCache()
@@ -169,17 +176,20 @@ class Simulator:
         ts = self._timesteps()
         if s.start_level < 1.0:  # start from the previous frame, partly noised
             x = (1 - s.start_level) * self.last + s.start_level * x
-        guided = s.guidance != 1.0
-        if guided:  # the frame with its action and with the null action: two variants, one call
+        fold = s.guidance != 1.0 and self.fold_guidance
+        if fold:  # the frame with its action and with the null action: two variants, one call
             a2, null2 = torch.cat([a, a], 1), torch.cat([no_null, ~no_null], 1)
         for k in range(s.steps):
-            if guided:
+            if fold:
                 lv = ts[k].expand(self.batch, 2).to(self.dtype)
                 v, v0 = self._step(torch.cat([x, x], 1), lv, a2, self.t, self.cache, null=null2)[0].chunk(2, dim=1)
                 v = v0 + s.guidance * (v - v0)
             else:
                 lv = ts[k].expand(self.batch, 1).to(self.dtype)
                 v = self._step(x, lv, a, self.t, self.cache, null=no_null)[0]
+                if s.guidance != 1.0:
+                    v0 = self._step(x, lv, a, self.t, self.cache, null=~no_null)[0]
+                    v = v0 + s.guidance * (v - v0)
             x = x + (ts[k + 1] - ts[k]) * v
         # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
         ctx = self._levels(s.context_level)
@@ -196,9 +206,11 @@ class Simulator:
             raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
                              f"{s.steps}")
         x = (1 - level) * self.last + level * self._noise(self.last)
-        if s.guidance == 1.0:
-            v, reward, done = self._step(x, self._levels(level), a, self.t, self.cache, commit=True, null=self.no_null)
-            return x - level * v, reward, done
+        if s.guidance == 1.0 or not self.fold_guidance:  # (two calls: the null pass first, unseen by the other)
+            lv = self._levels(level)
+            v0 = self._step(x, lv, a, self.t, self.cache, null=~self.no_null)[0] if s.guidance != 1.0 else None
+            v, reward, done = self._step(x, lv, a, self.t, self.cache, commit=True, null=self.no_null)
+            return x - level * (v if v0 is None else v0 + s.guidance * (v - v0)), reward, done
         lv = torch.full((self.batch, 2), level, device=self.device, dtype=self.dtype)
         null2 = torch.cat([self.no_null, ~self.no_null], 1)
         v, reward, done = self._step(torch.cat([x, x], 1), lv, torch.cat([a, a], 1), self.t, self.cache, commit=True,
