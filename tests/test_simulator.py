@@ -177,7 +177,7 @@ def test_cached_step_equals_the_uncached_reference_sampler(sampler, fold, monkey
     call (small batches) and in two calls (large batches)."""
     import worldsim.engine.simulator as simulator
 
-    monkeypatch.setattr(simulator, "FOLD_GUIDANCE_MAX_BATCH", 32 if fold else 0)
+    monkeypatch.setattr(simulator, "FOLD_GUIDANCE_MAX_BATCH", 4 if fold else 0)
     sim = make(**sampler)
     assert sim.fold_guidance == fold
     ctx = context(2, 3)
@@ -227,7 +227,7 @@ def test_a_draft_world_makes_a_frame_in_one_call_equal_to_its_uncached_reference
     import worldsim.engine.simulator as simulator
     from worldsim.frames import to_model
 
-    monkeypatch.setattr(simulator, "FOLD_GUIDANCE_MAX_BATCH", 32 if fold else 0)
+    monkeypatch.setattr(simulator, "FOLD_GUIDANCE_MAX_BATCH", 4 if fold else 0)
     sim = _draft_sim(guidance=guidance)
     calls = []
     real_step = sim._step

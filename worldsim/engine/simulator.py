@@ -25,9 +25,10 @@ from worldsim.models.dit import DiT
 from worldsim.models.vae import CausalVAE
 from worldsim.spaces import action_array_spec, space_from_dict
 
-FOLD_GUIDANCE_MAX_BATCH = 32
-"""Largest batch whose guided steps run both variants in one call: on a 2-core AVX2 CPU one call took 0.85-0.93 of
-two calls' time at 1-32 Boxing worlds and 1.03 at 64 (BENCHMARKS.md, 2026-12-08)."""
+FOLD_GUIDANCE_MAX_BATCH = 4
+"""Largest batch whose guided steps run both variants in one call. On a 2-core AVX2 CPU (Boxing, guidance 2, the
+two ways alternated step by step: ``python benchmarks/guidance_fold.py``) one call took 0.88-0.89 of two calls' time
+for one world and 0.94 for four; at 16 worlds 0.89-1.04 across runs, at 64 1.03-1.18 (BENCHMARKS.md, 2026-12-08)."""
 
 
 class Simulator:
@@ -52,9 +53,9 @@ class Simulator:
             raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
                              f"{self.sampler.steps}")
         # A guided step runs the frame with and without its action as two variants of one call where that is
-        # faster (few worlds: per-call overhead dominates), as two calls in a large batch (where one call's
-        # per-variant attention mask costs more than the second call). The cache then has two scratch slots (the
-        # sampler's guidance may be changed between steps, so it is always ready).
+        # faster (a few worlds: per-call overhead dominates), as two calls in a larger batch (where the work itself
+        # dominates and one call's per-variant attention mask costs extra). The cache then has two scratch slots
+        # (the sampler's guidance may be changed between steps, so it is always ready).
         self.fold_guidance = batch <= FOLD_GUIDANCE_MAX_BATCH
         self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, self.window, c.tokens_per_frame, self.cache_dtype,
                              self.device, variants=2 if self.fold_guidance else 1)
