@@ -1,8 +1,8 @@
 """The inference engine: ``prefill(context)`` then ``step(actions)`` for a batch of B worlds.
 
 Each step samples the next latent frame with a few Euler steps of the flow
-(optionally with action guidance: the frame with and without its action in one
-call, two variants against the same cache), commits the finished frame's keys/values to
+(optionally with action guidance: the frame with and without its action, as two
+variants of one call against the same cache for a few worlds), commits the finished frame's keys/values to
 the windowed KV cache at the context noise level, and streams the new frame
 through the VAE decoder. Rewards and termination come from the commit pass.
 A world trained with ``commit=draft`` (DiTConfig) does it in one call: the
