@@ -16,7 +16,6 @@ import time
 
 import torch
 
-import worldsim.engine.simulator as simulator
 from worldsim.world import load_world
 
 
@@ -34,8 +33,7 @@ def main() -> None:
     for b, n in zip([int(x) for x in args.batches.split(",")], [int(x) for x in args.steps.split(",")], strict=True):
         sims = {}
         for fold in (True, False):
-            simulator.FOLD_GUIDANCE_MAX_BATCH = b if fold else 0
-            sim = world.simulator(b, sampler, seed=0)
+            sim = world.simulator(b, sampler, seed=0, fold_guidance=fold)
             sim.prefill(world.context_frames[:1].repeat(b, 0), world.context_actions[:1].repeat(b, 0))
             sims[fold] = sim
         a = torch.zeros(b, dtype=torch.long)

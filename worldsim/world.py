@@ -126,9 +126,12 @@ class World:
         return LatentEncoder(self.vae, {"latent_mean": self.latent_mean.tolist(), "latent_std": self.latent_std.tolist()},
                              self.device)
 
-    def simulator(self, batch: int = 1, sampler: SamplerConfig | None = None, seed: int = 0, compile: bool = False) -> Simulator:
-        """A fresh engine for ``batch`` worlds (not started: call ``prefill``)."""
-        return Simulator(self.dit, self.vae, batch, sampler or self.sampler, self.latent_mean, self.latent_std, seed, compile)
+    def simulator(self, batch: int = 1, sampler: SamplerConfig | None = None, seed: int = 0, compile: bool = False,
+                  fold_guidance: bool | None = None) -> Simulator:
+        """A fresh engine for ``batch`` worlds (not started: call ``prefill``); ``fold_guidance`` as
+        :class:`~worldsim.engine.simulator.Simulator`'s."""
+        return Simulator(self.dit, self.vae, batch, sampler or self.sampler, self.latent_mean, self.latent_std, seed, compile,
+                         fold_guidance)
 
 
 def _id_of(tensors: dict[str, torch.Tensor], world: World) -> str:

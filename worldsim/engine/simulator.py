@@ -37,10 +37,13 @@ class Simulator:
     def __init__(
         self, dit: DiT, vae: CausalVAE, batch: int, sampler: SamplerConfig | None = None,
         latent_mean: torch.Tensor | None = None, latent_std: torch.Tensor | None = None, seed: int = 0,
-        compile: bool = False,
+        compile: bool = False, fold_guidance: bool | None = None,
     ) -> None:
         """``compile``: run the DiT step through ``torch.compile`` (fixed shapes, so it compiles once per
-        variant; the first steps are slow while it compiles). Same frames as eager, within float rounding."""
+        variant; the first steps are slow while it compiles). Same frames as eager, within float rounding.
+        ``fold_guidance``: run a guided step's two variants (with and without the action) in one call (True) or
+        in two (False); None: one call up to ``FOLD_GUIDANCE_MAX_BATCH`` worlds. The same frames either way,
+        within float rounding."""
         self.dit, self.vae, self.batch = dit.eval(), vae.eval(), batch
         self.sampler = sampler or SamplerConfig()
         p = next(dit.parameters())
@@ -56,7 +59,7 @@ class Simulator:
         # faster (a few worlds: per-call overhead dominates), as two calls in a larger batch (where the work itself
         # dominates and one call's per-variant attention mask costs extra). The cache then has two scratch slots
         # (the sampler's guidance may be changed between steps, so it is always ready).
-        self.fold_guidance = batch <= FOLD_GUIDANCE_MAX_BATCH
+        self.fold_guidance = batch <= FOLD_GUIDANCE_MAX_BATCH if fold_guidance is None else fold_guidance
         self.cache = KVCache(c.depth, batch, c.heads, c.head_dim, self.window, c.tokens_per_frame, self.cache_dtype,
                              self.device, variants=2 if self.fold_guidance else 1)
         self.generator = torch.Generator(self.device).manual_seed(seed)
