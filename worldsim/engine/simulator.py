@@ -73,6 +73,7 @@ class Simulator:
         self._step = torch.compile(dit.step, dynamic=False) if compile else dit.step
         # Constant per batch: built once, not in every frame step.
         self.no_null = torch.zeros(batch, 1, dtype=torch.bool, device=self.device)
+        self.null_pair = torch.cat([self.no_null, ~self.no_null], 1)  # guidance's two variants: with, without action
         self.undecoded = torch.zeros(batch, dtype=torch.bool)  # worlds stepped without decode since their prefill
 
     def seed(self, seed: int) -> None:
@@ -171,56 +172,52 @@ class Simulator:
             self._ts, self._ts_key = ts * s.start_level, key
         return self._ts
 
+    def _velocity(self, x: torch.Tensor, level: torch.Tensor, a: torch.Tensor, commit: bool = False):
+        """The velocity of x (B, 1, C, h, w) at level (B, 1) after actions a, under the sampler's guidance, with the
+        reward and termination logits of the pass with the action (B, 1[, 3]). Guided, the null-action pass runs as
+        a second variant of the same call (:attr:`fold_guidance`) or as a call before it; either way the pass with
+        the action never sees it and, with ``commit``, only the pass with the action enters the cache."""
+        g, call = self.sampler.guidance, (self.t, self.cache)
+        if g == 1.0:
+            return self._step(x, level, a, *call, commit=commit, null=self.no_null)
+        if self.fold_guidance:
+            v, reward, done = self._step(torch.cat([x, x], 1), level.expand(-1, 2), torch.cat([a, a], 1), *call,
+                                         commit=commit, null=self.null_pair)
+            (v, v0), reward, done = v.chunk(2, dim=1), reward[:, :1], done[:, :1]
+        else:
+            v0 = self._step(x, level, a, *call, null=~self.no_null)[0]
+            v, reward, done = self._step(x, level, a, *call, commit=commit, null=self.no_null)
+        return v0 + g * (v - v0), reward, done
+
     def _sample_and_commit(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``commit=pass``: the sampler's Euler steps, then a pass over the finished frame that writes it to the
         cache. -> the new latent (B, 1, C, h, w), reward and termination logits (B, 1)."""
-        s, c, no_null = self.sampler, self.dit.cfg, self.no_null
+        s, c = self.sampler, self.dit.cfg
         x = torch.randn((self.batch, 1, c.latent_channels, c.latent_size, c.latent_size), generator=self.generator,
                         device=self.device, dtype=self.dtype)
         ts = self._timesteps()
         if s.start_level < 1.0:  # start from the previous frame, partly noised
             x = (1 - s.start_level) * self.last + s.start_level * x
-        fold = s.guidance != 1.0 and self.fold_guidance
-        if fold:  # the frame with its action and with the null action: two variants, one call
-            a2, null2 = torch.cat([a, a], 1), torch.cat([no_null, ~no_null], 1)
         for k in range(s.steps):
-            if fold:
-                lv = ts[k].expand(self.batch, 2).to(self.dtype)
-                v, v0 = self._step(torch.cat([x, x], 1), lv, a2, self.t, self.cache, null=null2)[0].chunk(2, dim=1)
-                v = v0 + s.guidance * (v - v0)
-            else:
-                lv = ts[k].expand(self.batch, 1).to(self.dtype)
-                v = self._step(x, lv, a, self.t, self.cache, null=no_null)[0]
-                if s.guidance != 1.0:
-                    v0 = self._step(x, lv, a, self.t, self.cache, null=~no_null)[0]
-                    v = v0 + s.guidance * (v - v0)
-            x = x + (ts[k + 1] - ts[k]) * v
+            x = x + (ts[k + 1] - ts[k]) * self._velocity(x, ts[k].expand(self.batch, 1).to(self.dtype), a)[0]
         # The finished frame enters the cache slightly noised; this pass also reads reward and termination.
         ctx = self._levels(s.context_level)
-        _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True, null=no_null)
+        _, reward, done = self._step(add_noise(x, ctx, self._noise(x)), ctx, a, self.t, self.cache, commit=True,
+                                     null=self.no_null)
         return x, reward, done
 
     def _draft(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``commit=draft``: one call denoises the previous frame's draft (it noised to ``draft_level``) in one
-        step, writes that draft to the cache and reads reward and termination (with action guidance, the same
-        call runs the draft with the null action too, as a second variant that the guided one does not see and
-        the cache does not keep). -> as :meth:`_sample_and_commit`."""
+        step, writes that draft to the cache and reads reward and termination (with action guidance, the draft
+        with the null action runs too, unseen by the guided one and not kept by the cache: :meth:`_velocity`).
+        -> as :meth:`_sample_and_commit`."""
         s, level = self.sampler, self.dit.cfg.draft_level
         if s.steps != 1:
             raise ValueError(f"this world makes each frame in one call (commit=draft): it samples in 1 step, not "
                              f"{s.steps}")
         x = (1 - level) * self.last + level * self._noise(self.last)
-        if s.guidance == 1.0 or not self.fold_guidance:  # (two calls: the null pass first, unseen by the other)
-            lv = self._levels(level)
-            v0 = self._step(x, lv, a, self.t, self.cache, null=~self.no_null)[0] if s.guidance != 1.0 else None
-            v, reward, done = self._step(x, lv, a, self.t, self.cache, commit=True, null=self.no_null)
-            return x - level * (v if v0 is None else v0 + s.guidance * (v - v0)), reward, done
-        lv = torch.full((self.batch, 2), level, device=self.device, dtype=self.dtype)
-        null2 = torch.cat([self.no_null, ~self.no_null], 1)
-        v, reward, done = self._step(torch.cat([x, x], 1), lv, torch.cat([a, a], 1), self.t, self.cache, commit=True,
-                                     null=null2)
-        v, v0 = v.chunk(2, dim=1)
-        return x - level * (v0 + s.guidance * (v - v0)), reward[:, :1], done[:, :1]
+        v, reward, done = self._velocity(x, self._levels(level), a, commit=True)
+        return x - level * v, reward, done
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor, decode: bool = True) -> tuple[np.ndarray | None, torch.Tensor, torch.Tensor]:
